@@ -1,0 +1,261 @@
+"""Encryptor: a base model plus a key turns images and their labels into encrypted images.
+
+For every image of class y the key gives k target classes; targeted PGD moves one copy of the image
+toward each target, and the key's combiner joins the k copies into one image of the original size.
+All copies of a batch run through one batched PGD call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+from torch import Tensor, nn
+
+from medenc.combine import combine
+from medenc.key import EncryptionKey
+from medenc.pgd import targeted_pgd
+
+PRECISIONS = ("fp32", "bf16", "auto")
+Bound = float | Tensor
+
+
+class InputMapping(Protocol):
+    """What :class:`Encryptor` needs of a native -> model-input mapping (see ``medenc.preprocess``)."""
+
+    def __call__(self, x: Tensor) -> Tensor: ...
+
+    def select(self, index: Tensor) -> InputMapping: ...
+
+    def eps_scale(self, norm: str = "l2") -> Tensor: ...
+
+
+@dataclass
+class EncryptionResult:
+    """Everything one encryption produced.
+
+    Attributes:
+        encrypted: the combined images, like the input.
+        copies: the k perturbed copies per image.
+        targets: the target class of each copy.
+
+    Shape:
+        encrypted: (N, C, ...); copies: (N, k, C, ...); targets: (N, k).
+    """
+
+    encrypted: Tensor
+    copies: Tensor
+    targets: Tensor
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None`` -> CUDA when available, else CPU; a clear error if CUDA is asked for but absent."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        from medenc.errors import InputError
+
+        raise InputError("device 'cuda' was asked for but CUDA is not available", tip="use --device cpu")
+    return device
+
+
+class Encryptor:
+    """Encrypt batches of images with a base classifier and a secret key.
+
+    Args:
+        model: the base classifier (logits over the key's classes).
+        key: the encryption key.
+        device: where PGD runs (``None``: CUDA if available, else CPU). The model is moved there.
+        batch_size: PGD samples per call (images x targets); larger batches use more memory.
+        precision: ``"fp32"``, ``"bf16"`` (autocast, perturbation in fp32) or ``"auto"`` (bf16 on
+            CUDA, fp32 on CPU).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        key: EncryptionKey,
+        *,
+        device: str | torch.device | None = None,
+        batch_size: int = 64,
+        precision: str = "auto",
+    ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.device = resolve_device(device)
+        self.key = key
+        self.batch_size = batch_size
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        self.precision = precision
+        self.channels_last = self.device.type == "cuda"
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of the forward pass, or ``None`` for fp32."""
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    def label_indices(self, labels: Tensor | Sequence[int] | Sequence[str]) -> Tensor:
+        """Class indices of ``labels`` (indices or class names), validated against the key.
+
+        Shape:
+            result: (N,) long.
+        """
+        if isinstance(labels, Tensor):
+            index = labels.long().cpu()
+        else:
+            index = torch.tensor(
+                [self.key.class_index(v) if isinstance(v, str) else int(v) for v in labels], dtype=torch.long
+            )
+        if index.ndim != 1:
+            raise ValueError(f"labels must be one per image, got shape {tuple(index.shape)}")
+        bad = (index < 0) | (index >= self.key.num_classes)
+        if bad.any():
+            raise ValueError(f"label index {int(index[bad][0])} is outside the key's {self.key.num_classes} classes")
+        return index
+
+    def targets_for(self, labels: Tensor) -> Tensor:
+        """The key's target classes of each label.
+
+        Shape:
+            labels: (N,); result: (N, k).
+        """
+        table = torch.tensor(self.key.targets, dtype=torch.long)
+        return table[labels.cpu()]
+
+    def encrypt(
+        self,
+        x: Tensor,
+        labels: Tensor | Sequence[int] | Sequence[str],
+        *,
+        mapping: InputMapping | None = None,
+        bounds: tuple[Bound, Bound] = (0.0, 1.0),
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Encrypt images with their true labels.
+
+        Args:
+            x: images in native units (model inputs when ``mapping`` is None).
+            labels: true class of each image (indices or names).
+            mapping: native -> model-input mapping with one window per image; eps and step are
+                scaled to native units through its ``eps_scale``.
+            bounds: valid native range: floats or per-image (N,) tensors.
+            generator: random generator for PGD's random start.
+
+        Returns:
+            Encrypted images, same shape, dtype and device as ``x``.
+
+        Shape:
+            x: (N, C, H, W); labels: (N,); result: (N, C, H, W).
+        """
+        return self.encrypt_with_details(x, labels, mapping=mapping, bounds=bounds, generator=generator).encrypted
+
+    def encrypt_with_details(
+        self,
+        x: Tensor,
+        labels: Tensor | Sequence[int] | Sequence[str],
+        *,
+        mapping: InputMapping | None = None,
+        bounds: tuple[Bound, Bound] = (0.0, 1.0),
+        generator: torch.Generator | None = None,
+    ) -> EncryptionResult:
+        """Like :meth:`encrypt`, also returning the perturbed copies and their targets.
+
+        Shape:
+            x: (N, C, H, W); result.copies: (N, k, C, H, W); result.targets: (N, k).
+        """
+        labels = self.label_indices(labels)
+        if labels.shape[0] != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} images but {labels.shape[0]} labels")
+        if mapping is not None and len(mapping) != x.shape[0]:  # type: ignore[arg-type]
+            raise ValueError(f"mapping holds {len(mapping)} windows for {x.shape[0]} images")  # type: ignore[arg-type]
+        k = self.key.num_targets
+        targets = self.targets_for(labels)
+        per_call = max(1, self.batch_size // k)
+        encrypted, copies = [], []
+        for start in range(0, x.shape[0], per_call):
+            index = torch.arange(start, min(start + per_call, x.shape[0]))
+            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator)
+            copies.append(chunk_copies)
+            encrypted.append(self._combine(chunk_copies, labels[index]))
+        return EncryptionResult(
+            encrypted=torch.cat(encrypted).to(device=x.device, dtype=x.dtype),
+            copies=torch.cat(copies).to(device=x.device, dtype=x.dtype),
+            targets=targets,
+        )
+
+    def _perturb(
+        self,
+        x: Tensor,
+        index: Tensor,
+        targets: Tensor,
+        mapping: InputMapping | None,
+        bounds: tuple[Bound, Bound],
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Run one batched PGD call over all k copies of the images at ``index``.
+
+        Shape:
+            result: (n, k, C, H, W) float32 on the PGD device.
+        """
+        k = self.key.num_targets
+        repeat = index.repeat_interleave(k)  # image i's copies are contiguous
+        batch = x[repeat.to(x.device)].to(self.device, dtype=torch.float32)
+        if self.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        target = targets[index].reshape(-1).to(self.device)
+        settings = self.key.pgd
+        eps: float | Tensor = settings.eps
+        step: float | Tensor = settings.step
+        transform = None
+        if mapping is not None:
+            selected = mapping.select(repeat)
+            scale = selected.eps_scale(settings.norm).to(self.device)
+            eps, step = settings.eps * scale, settings.step * scale
+            transform = selected.to(self.device) if hasattr(selected, "to") else selected
+        low, high = (_select_bound(b, repeat, x.shape[0], self.device) for b in bounds)
+        adversarial = targeted_pgd(
+            self.model,
+            batch,
+            target,
+            eps=eps,
+            step=step,
+            steps=settings.steps,
+            norm=settings.norm,
+            bounds=(low, high),
+            use_best=settings.use_best,
+            random_start=settings.random_start,
+            input_transform=transform,
+            autocast_dtype=self.autocast_dtype,
+            generator=generator,
+        )
+        return adversarial.float().contiguous().view(index.shape[0], k, *x.shape[1:])
+
+    def _combine(self, copies: Tensor, labels: Tensor) -> Tensor:
+        """Join each image's copies with its class's ratio / box.
+
+        Shape:
+            copies: (n, k, C, H, W); labels: (n,); result: (n, C, H, W).
+        """
+        ratios = torch.tensor(self.key.ratios, dtype=torch.float32)[labels].to(copies.device)
+        boxes = None
+        if self.key.boxes is not None:
+            boxes = torch.tensor(self.key.boxes, dtype=torch.float32)[labels].to(copies.device)
+        return combine(self.key.combiner, copies, ratio=ratios, lam=self.key.mixup_lambda, boxes=boxes)
+
+
+def _select_bound(bound: Bound, index: Tensor, n: int, device: torch.device) -> Bound:
+    """A bound for the PGD batch: scalars pass through, per-image tensors are indexed."""
+    if isinstance(bound, Tensor) and bound.ndim >= 1:
+        if bound.shape[0] != n:
+            raise ValueError(f"per-image bound must have {n} entries, got shape {tuple(bound.shape)}")
+        return bound.to(device)[index.to(device)]
+    return float(bound)

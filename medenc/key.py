@@ -1,0 +1,344 @@
+"""The secret encryption key: class correspondence, combiner, ratios and PGD settings.
+
+The key is what an attacker would need to recover (paper sections 3.4 and 4.3), so it is drawn with
+cryptographic randomness unless a seed is given, written with file mode 0600, and identified in
+reports only by :meth:`EncryptionKey.fingerprint`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medenc.atomic import atomic_write_text
+from medenc.errors import KeyFileError
+
+SCHEMA_VERSION = 1
+
+#: Number of target classes each combiner needs per source class.
+COMBINER_TARGETS: dict[str, int] = {"basic": 1, "hconcat": 2, "mixup": 2, "mixup_concat": 4, "cutmix": 2}
+
+NORMS = ("l2", "linf")
+
+
+@dataclass(frozen=True)
+class PGDSettings:
+    """Settings of the targeted PGD attack, on the model-input scale.
+
+    Attributes:
+        norm: ``"l2"`` or ``"linf"``.
+        eps: radius of the perturbation ball.
+        step: step length per iteration (L2: of the normalised gradient; Linf: of its sign).
+        steps: number of iterations.
+        use_best: return the lowest-loss iterate per sample (as the authors' code did) instead of the last.
+        random_start: start from a random point in the ball instead of the input itself.
+    """
+
+    norm: str = "l2"
+    eps: float = 2.0
+    step: float = 0.1
+    steps: int = 100
+    use_best: bool = True
+    random_start: bool = False
+
+    def validate(self, source: str | Path | None = None) -> None:
+        """Raise :class:`KeyFileError` if a setting is out of range."""
+        if self.norm not in NORMS:
+            raise KeyFileError(f"unknown PGD norm {self.norm!r}; expected one of {', '.join(NORMS)}", source)
+        for name in ("eps", "step"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise KeyFileError(f"PGD {name} must be a finite number, got {value!r}", source)
+            if value <= 0:
+                raise KeyFileError(f"PGD {name} must be > 0, got {value}", source)
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise KeyFileError(f"PGD steps must be an integer >= 1, got {self.steps!r}", source)
+        for name in ("use_best", "random_start"):
+            if not isinstance(getattr(self, name), bool):
+                raise KeyFileError(f"PGD {name} must be true or false, got {getattr(self, name)!r}", source)
+
+
+@dataclass(frozen=True)
+class EncryptionKey:
+    """A secret class correspondence with its combiner and attack settings.
+
+    Attributes:
+        classes: class names, in the order of the classifier's outputs.
+        combiner: one of :data:`COMBINER_TARGETS`.
+        targets: ``targets[c]`` holds the k target class indices of source class ``c``; never ``c``
+            itself, all distinct.
+        ratios: per source class: the Horizontal Concat split (share of columns from the first
+            perturbed copy) or the Mixup weight of the first copy; in (0, 1).
+        pgd: the attack settings.
+        seed: the seed the key was drawn from, or ``None`` for cryptographic randomness.
+        mixup_lambda: weight of the first copy inside each Mixup pair of ``mixup_concat``.
+        boxes: for ``cutmix``, per source class the pasted box as fractions ``(top, left, height, width)``.
+    """
+
+    classes: tuple[str, ...]
+    combiner: str
+    targets: tuple[tuple[int, ...], ...]
+    ratios: tuple[float, ...]
+    pgd: PGDSettings = field(default_factory=PGDSettings)
+    seed: int | None = None
+    mixup_lambda: float = 0.5
+    boxes: tuple[tuple[float, float, float, float], ...] | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    @property
+    def num_targets(self) -> int:
+        """Number of target classes per source class (k)."""
+        return COMBINER_TARGETS[self.combiner]
+
+    def class_index(self, name: str) -> int:
+        """Index of class ``name``; a clear error if the key does not know it."""
+        try:
+            return self.classes.index(name)
+        except ValueError:
+            raise KeyFileError(f"class {name!r} is not in the key's classes ({', '.join(self.classes)})") from None
+
+    # ----------------------------------------------------------------------------------------- draw
+    @classmethod
+    def generate(
+        cls,
+        classes: Sequence[str],
+        combiner: str = "hconcat",
+        *,
+        seed: int | None = None,
+        ratio: float | tuple[float, float] = 0.5,
+        pgd: PGDSettings | None = None,
+        mixup_lambda: float = 0.5,
+    ) -> EncryptionKey:
+        """Draw a fresh secret key.
+
+        Each column of the correspondence is a derangement of the classes (no class maps to itself,
+        every class is used once per column), and the columns of one class are distinct.
+
+        Args:
+            classes: class names in model output order.
+            combiner: combiner name (decides the number of targets k).
+            seed: seed for a reproducible key; ``None`` draws from the operating system's
+                cryptographic source.
+            ratio: a fixed Horizontal Concat / Mixup ratio, or a ``(low, high)`` range drawn per class.
+            pgd: attack settings (defaults: the paper's MRI settings).
+            mixup_lambda: Mixup weight inside ``mixup_concat``.
+
+        Returns:
+            The new key.
+        """
+        classes = tuple(str(c) for c in classes)
+        if combiner not in COMBINER_TARGETS:
+            raise KeyFileError(f"unknown combiner {combiner!r}; expected one of {', '.join(COMBINER_TARGETS)}")
+        k = COMBINER_TARGETS[combiner]
+        _check_class_count(classes, k, combiner, None)
+        rng: random.Random = random.SystemRandom() if seed is None else random.Random(seed)
+        targets = _draw_correspondence(len(classes), k, rng)
+        if isinstance(ratio, (tuple, list)):
+            low, high = (float(v) for v in ratio)
+            if not 0.0 < low <= high < 1.0:
+                raise KeyFileError(f"ratio range must satisfy 0 < low <= high < 1, got ({low}, {high})")
+            ratios = tuple(round(rng.uniform(low, high), 4) for _ in classes)
+        else:
+            ratios = (float(ratio),) * len(classes)
+        boxes = None
+        if combiner == "cutmix":
+            boxes = tuple(_draw_box(rng, r) for r in ratios)
+        return cls(
+            classes=classes,
+            combiner=combiner,
+            targets=targets,
+            ratios=ratios,
+            pgd=pgd or PGDSettings(),
+            seed=seed,
+            mixup_lambda=mixup_lambda,
+            boxes=boxes,
+        )
+
+    # ------------------------------------------------------------------------------------- validate
+    def validate(self, source: str | Path | None = None) -> None:
+        """Raise :class:`KeyFileError` naming the first problem found, if any."""
+        classes = self.classes
+        if self.combiner not in COMBINER_TARGETS:
+            raise KeyFileError(
+                f"unknown combiner {self.combiner!r}; expected one of {', '.join(COMBINER_TARGETS)}", source
+            )
+        k = COMBINER_TARGETS[self.combiner]
+        _check_class_count(classes, k, self.combiner, source)
+        if len(self.targets) != len(classes):
+            raise KeyFileError(
+                f"targets list {len(self.targets)} source classes, but the key has {len(classes)} classes", source
+            )
+        for c, row in enumerate(self.targets):
+            if len(row) != k:
+                raise KeyFileError(
+                    f"class {classes[c]!r} has {len(row)} targets; combiner {self.combiner!r} needs {k}", source
+                )
+            for t in row:
+                if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < len(classes):
+                    raise KeyFileError(f"class {classes[c]!r} has an unknown target class {t!r}", source)
+            if c in row:
+                raise KeyFileError(f"class {classes[c]!r} maps to itself (a self-map protects nothing)", source)
+            if len(set(row)) != len(row):
+                raise KeyFileError(f"class {classes[c]!r} has repeated targets {list(row)}", source)
+        if len(self.ratios) != len(classes):
+            raise KeyFileError(f"{len(self.ratios)} ratios for {len(classes)} classes", source)
+        for c, r in enumerate(self.ratios):
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0.0 < r < 1.0:
+                raise KeyFileError(f"ratio of class {classes[c]!r} must lie in (0, 1), got {r!r}", source)
+        if not 0.0 < self.mixup_lambda < 1.0:
+            raise KeyFileError(f"mixup_lambda must lie in (0, 1), got {self.mixup_lambda!r}", source)
+        if self.combiner == "cutmix":
+            if self.boxes is None or len(self.boxes) != len(classes):
+                raise KeyFileError("combiner 'cutmix' needs one box (top, left, height, width) per class", source)
+            for c, box in enumerate(self.boxes):
+                top, left, height, width = box
+                if not (
+                    0 <= top < 1
+                    and 0 <= left < 1
+                    and height > 0
+                    and width > 0
+                    and top + height <= 1
+                    and left + width <= 1
+                ):
+                    raise KeyFileError(f"cutmix box of class {classes[c]!r} is outside the image: {box}", source)
+        self.pgd.validate(source)
+
+    # ------------------------------------------------------------------------------------- persist
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the schema version (contains the secret)."""
+        data = asdict(self)
+        data["schema_version"] = SCHEMA_VERSION
+        data["classes"] = list(self.classes)
+        data["targets"] = [list(row) for row in self.targets]
+        data["ratios"] = list(self.ratios)
+        data["boxes"] = None if self.boxes is None else [list(b) for b in self.boxes]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str | Path | None = None) -> EncryptionKey:
+        """Build and validate a key from :meth:`to_dict` output."""
+        if not isinstance(data, dict):
+            raise KeyFileError("a key file must hold a JSON object", source)
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise KeyFileError(f"unsupported key schema_version {version!r}; expected {SCHEMA_VERSION}", source)
+        known = {"schema_version", "classes", "combiner", "targets", "ratios", "pgd", "seed", "mixup_lambda", "boxes"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KeyFileError(f"unknown field(s) in key: {', '.join(unknown)}", source)
+        missing = [name for name in ("classes", "combiner", "targets", "ratios", "pgd") if name not in data]
+        if missing:
+            raise KeyFileError(f"key is missing field(s): {', '.join(missing)}", source)
+        try:
+            pgd = PGDSettings(**data["pgd"])
+            boxes = data.get("boxes")
+            key = cls(
+                classes=tuple(str(c) for c in data["classes"]),
+                combiner=str(data["combiner"]),
+                targets=tuple(tuple(row) for row in data["targets"]),
+                ratios=tuple(data["ratios"]),
+                pgd=pgd,
+                seed=data.get("seed"),
+                mixup_lambda=data.get("mixup_lambda", 0.5),
+                boxes=None if boxes is None else tuple(tuple(float(v) for v in b) for b in boxes),
+            )
+        except KeyFileError as error:
+            if source is None or error.path is not None:
+                raise
+            raise KeyFileError(error.problem, source, error.tip) from None
+        except (TypeError, ValueError) as error:
+            raise KeyFileError(f"malformed key: {error}", source) from None
+        return key
+
+    def save(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write the key as JSON, atomically, readable by its owner only (mode 0600)."""
+        text = json.dumps(self.to_dict(), indent=2) + "\n"
+        return atomic_write_text(path, text, mode=0o600, force=force)
+
+    @classmethod
+    def load(cls, path: str | Path) -> EncryptionKey:
+        """Read and validate a key file; every problem is a :class:`KeyFileError` naming the file."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise KeyFileError("key file not found", path) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise KeyFileError(f"cannot read key file ({error.__class__.__name__})", path) from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise KeyFileError(f"not valid JSON (line {error.lineno})", path) from None
+        return cls.from_dict(data, path)
+
+    def fingerprint(self) -> str:
+        """A short identifier of the key (16 hex characters of a SHA-256), revealing nothing of it."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(b"medenc-key\0" + canonical.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        # never print the secret correspondence by accident (logs, tracebacks)
+        return (
+            f"EncryptionKey(classes={len(self.classes)}, combiner={self.combiner!r}, fingerprint={self.fingerprint()})"
+        )
+
+
+def _check_class_count(classes: tuple[str, ...], k: int, combiner: str, source: str | Path | None) -> None:
+    if len(classes) < 2:
+        raise KeyFileError(f"a key needs at least 2 classes, got {len(classes)}", source)
+    if len(set(classes)) != len(classes):
+        raise KeyFileError(f"class names must be unique, got {list(classes)}", source)
+    if any(not c for c in classes):
+        raise KeyFileError("class names must not be empty", source)
+    if len(classes) < k + 1:
+        raise KeyFileError(
+            f"combiner {combiner!r} needs {k} targets per class other than the class itself, "
+            f"so at least {k + 1} classes; got {len(classes)}",
+            source,
+        )
+
+
+def _draw_correspondence(num_classes: int, k: int, rng: random.Random) -> tuple[tuple[int, ...], ...]:
+    """k column-wise derangements whose entries in each row are distinct (rejection sampling)."""
+    for _ in range(10_000):
+        columns: list[list[int]] = []
+        for _col in range(k):
+            for _try in range(1_000):
+                perm = list(range(num_classes))
+                rng.shuffle(perm)
+                if all(perm[c] != c and all(col[c] != perm[c] for col in columns) for c in range(num_classes)):
+                    columns.append(perm)
+                    break
+            else:
+                break
+        if len(columns) == k:
+            return tuple(tuple(col[c] for col in columns) for c in range(num_classes))
+    raise RuntimeError("could not draw a correspondence")  # unreachable for k <= num_classes - 1
+
+
+def _draw_box(rng: random.Random, area: float) -> tuple[float, float, float, float]:
+    """A box covering ``1 - area`` of the image (the second copy's share), placed at random."""
+    side = math.sqrt(1.0 - area)
+    top = round(rng.uniform(0.0, 1.0 - side), 4)
+    left = round(rng.uniform(0.0, 1.0 - side), 4)
+    side = round(min(side, 1.0 - top, 1.0 - left), 4)
+    return (top, left, side, side)
+
+
+def secret_seed() -> int:
+    """A fresh 63-bit seed from the operating system's cryptographic source."""
+    return secrets.randbits(63)
