@@ -1,0 +1,151 @@
+"""Medical image I/O: DICOM series and NIfTI volumes in, derived series and volumes out.
+
+The library API used by the CLI::
+
+    from medenc.io import read_image, read_mask, write_like, encrypt_volume
+    from medenc.slices import largest_tumor_slice
+
+    volume = read_image("study/T1")                         # DICOM folder, file, or .nii(.gz)
+    mask = read_mask("tumor.nii.gz", like=volume)            # bool (Z, Y, X) on the same grid
+    k = largest_tumor_slice(mask)
+    voxels = encrypt_volume(volume, encryptor, "glioma", slices=[k], preprocess=preprocess)
+    write_like(volume, voxels, "out/T1-encrypted", slices=[k])
+
+See ``docs/io.md`` for the conventions (canonical LPS axial order, native values, what a derived
+DICOM instance changes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medenc.io.dicom_read import DicomFrame, UnevenSpacingWarning, read_dicom
+from medenc.io.dicom_write import DERIVED_CHANGES, write_dicom
+from medenc.io.mask import read_mask
+from medenc.io.nifti import is_nifti, read_nifti, write_nifti
+from medenc.io.volume import PixelCodec, StoredLayout, Volume
+
+__all__ = [
+    "DERIVED_CHANGES",
+    "DicomFrame",
+    "PixelCodec",
+    "StoredLayout",
+    "UnevenSpacingWarning",
+    "Volume",
+    "encrypt_volume",
+    "read_image",
+    "read_mask",
+    "write_like",
+]
+
+
+def read_image(
+    path: str | Path | Sequence[str | Path],
+    *,
+    series: str | None = None,
+    volume: int | None = None,
+    orientation: str = "auto",
+    on_uneven_spacing: str = "warn",
+) -> Volume:
+    """Read a DICOM series (folder, file, file list) or a NIfTI file into a :class:`Volume`.
+
+    Args:
+        path: DICOM folder / file / list of files, or a ``.nii`` / ``.nii.gz`` file.
+        series: DICOM ``SeriesInstanceUID`` when several series are present.
+        volume: NIfTI: index of the volume of a 4D image.
+        orientation: ``"auto"`` (canonical axial, except that a single non-axial image stays in its
+            plane), ``"axial"`` or ``"stored"``.
+        on_uneven_spacing: DICOM: ``"warn"`` or ``"error"`` on unevenly spaced slices.
+
+    Raises:
+        InputError: the file cannot be used (the message names it and says why).
+    """
+    if not isinstance(path, (str, Path)):
+        return read_dicom(path, series=series, orientation=orientation, on_uneven_spacing=on_uneven_spacing)
+    if is_nifti(path):
+        return read_nifti(path, volume=volume, orientation=orientation)
+    return read_dicom(path, series=series, orientation=orientation, on_uneven_spacing=on_uneven_spacing)
+
+
+def write_like(
+    volume: Volume,
+    native: np.ndarray,
+    out: str | Path,
+    *,
+    slices: Sequence[int] | None = None,
+    stored_slices: Sequence[int] | None = None,
+    force: bool = False,
+    series_description: str | None = None,
+    series_number: int | None = None,
+) -> list[Path]:
+    """Write new voxels like the source: a derived DICOM series (folder) or a NIfTI file.
+
+    Args:
+        volume: the source volume.
+        native: new canonical native voxels (e.g. from :func:`encrypt_volume`).
+        out: DICOM: a new folder; NIfTI: a ``.nii`` / ``.nii.gz`` file.
+        slices: canonical axial slices to write (default all); DICOM writes the instances (frames)
+            holding them, NIfTI the block of stored slices holding them.
+        stored_slices: the same in stored slice indices (overrides ``slices``).
+        force: replace an existing output.
+        series_description: DICOM SeriesDescription of the derived series.
+        series_number: DICOM SeriesNumber of the derived series.
+
+    Returns:
+        The written files.
+
+    Shape:
+        native: (Z, Y, X) like ``volume.voxels``.
+    """
+    if stored_slices is None and slices is not None:
+        stored_slices = volume.layout.stored_slices_of(np.atleast_1d(np.asarray(slices))).tolist()
+    if volume.format == "dicom":
+        return write_dicom(
+            volume,
+            native,
+            out,
+            stored_slices=stored_slices,
+            series_description=series_description,
+            series_number=series_number,
+            force=force,
+        )
+    return write_nifti(volume, native, out, stored_slices=stored_slices, force=force)
+
+
+def encrypt_volume(
+    volume: Volume,
+    encryptor: Any,
+    labels: Any,
+    *,
+    slices: Sequence[int],
+    preprocess: Any,
+) -> np.ndarray:
+    """Encrypt axial slices of a volume on its native grid, within its stored range.
+
+    Args:
+        volume: the source volume.
+        encryptor: a :class:`medenc.encrypt.Encryptor`.
+        labels: the true class (index or name) of the volume, or one per slice.
+        slices: canonical axial indices to encrypt.
+        preprocess: the model's :class:`medenc.preprocess.Preprocess` (native -> model input).
+
+    Returns:
+        A copy of ``volume.voxels`` with the slices encrypted (not yet quantized: :meth:`Volume.quantize`
+        or writing rounds to the stored values).
+
+    Shape:
+        result: (Z, Y, X).
+    """
+    import torch
+
+    slices = [int(s) for s in np.atleast_1d(np.asarray(slices))]
+    if isinstance(labels, (str, int, np.integer)):
+        labels = [labels] * len(slices)
+    x = torch.from_numpy(volume.slice_batch(slices).astype(np.float32))
+    lo, hi = (torch.from_numpy(b.astype(np.float32)[:, None]) for b in volume.bounds(slices))
+    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi))
+    return volume.with_slices(slices, encrypted.detach().cpu().numpy().astype(volume.voxels.dtype))
