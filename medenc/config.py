@@ -14,6 +14,28 @@ from medenc.errors import InputError
 
 PRESETS = {"paper": "paper-mri.yaml", "quick": "quick-cpu.yaml"}
 
+#: keys the shipped configs use across commands; a command ignores those it does not take
+SHARED_KEYS = frozenset(
+    {
+        "size",
+        "cases",
+        "difficulty",
+        "arch",
+        "epochs",
+        "batch_size",
+        "lr",
+        "combiner",
+        "ratio",
+        "norm",
+        "eps",
+        "step",
+        "steps",
+        "victims",
+        "victim_epochs",
+        "victim_lr",
+    }
+)
+
 
 def preset_path(name: str) -> Path:
     """Path of a shipped preset by name (``paper``, ``quick``)."""

@@ -9,6 +9,7 @@ from medenc.cli._app import app
 
 # command modules: importing registers their commands (keep their top-level imports light)
 from medenc.cli import keygen  # noqa: F401  isort: skip
+from medenc.cli import train  # noqa: F401  isort: skip
 from medenc.cli import reader_study  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
