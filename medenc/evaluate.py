@@ -1,0 +1,208 @@
+"""``medenc evaluate``: the paper's protocol (Table 12): do models trained on encrypted data fail on originals?
+
+For every architecture: train on the encrypted training split, test on the encrypted test split and
+on the original test split; and, as the baseline, train and test on the originals. Results go to
+``results.json`` (accuracies as fractions), ``report.md`` (the Table 12 and Table 2 layouts), and PNG
+charts (accuracy bars, confusion matrices on original test images).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medenc.errors import InputError
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How each model of the evaluation is trained (the data thief's recipe)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 0.05
+    size: int = 128
+    augment: bool = False
+    seed: int = 0
+    device: str | None = None
+
+
+@dataclass
+class EvalData:
+    """Model inputs and labels of the four splits the protocol needs."""
+
+    classes: tuple[str, ...]
+    clean_train: tuple[torch.Tensor, torch.Tensor]
+    clean_test: tuple[torch.Tensor, torch.Tensor]
+    enc_train: tuple[torch.Tensor, torch.Tensor]
+    enc_test: tuple[torch.Tensor, torch.Tensor]
+
+
+def load_eval_data(
+    clean: str | Path, encrypted: str | Path, size: int, classes: Sequence[str] | None = None
+) -> EvalData:
+    """Read both manifests (same cases, same classes) as model inputs of ``size x size``."""
+    from medenc.dataset import load_images, read_manifest
+    from medenc.preprocess import Preprocess
+
+    clean_m = read_manifest(clean, classes=classes)
+    enc_m = read_manifest(encrypted, classes=clean_m.classes)
+    clean_cases = {(r.case_id, r.split, r.label) for r in clean_m.rows}
+    enc_cases = {(r.case_id, r.split, r.label) for r in enc_m.rows}
+    if clean_cases != enc_cases:
+        raise InputError(
+            f"the encrypted manifest does not hold the same cases, splits and labels as {clean} "
+            f"({len(clean_cases ^ enc_cases)} differ)",
+            encrypted,
+        )
+    prep = Preprocess(size=(size, size))
+
+    def split(manifest: Any, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        part = manifest.subset(name)
+        if not part.rows:
+            raise InputError(f"no {name} slices", manifest.path)
+        return load_images(part, preprocess=prep), torch.tensor(part.labels())
+
+    return EvalData(
+        classes=clean_m.classes,
+        clean_train=split(clean_m, "train"),
+        clean_test=split(clean_m, "test"),
+        enc_train=split(enc_m, "train"),
+        enc_test=split(enc_m, "test"),
+    )
+
+
+def train_and_test(
+    arch: str,
+    train: tuple[torch.Tensor, torch.Tensor],
+    tests: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    num_classes: int,
+    settings: TrainSettings,
+    progress: Any = None,
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Train a fresh ``arch`` and return its accuracy and predictions on each test set."""
+    from medenc.models import build_model
+    from medenc.train import fit, predict
+
+    torch.manual_seed(settings.seed)
+    model = build_model(arch, in_channels=train[0].shape[1], num_classes=num_classes)
+    fit(
+        model,
+        train[0],
+        train[1],
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        lr=settings.lr,
+        device=settings.device,
+        seed=settings.seed,
+        augment=settings.augment,
+        progress=progress,
+    )
+    accuracies, predictions = {}, {}
+    for name, (x, y) in tests.items():
+        pred = predict(model, x, device=settings.device).argmax(1)
+        predictions[name] = pred
+        accuracies[name] = float((pred == y).float().mean())
+    return accuracies, predictions
+
+
+def confusion(pred: torch.Tensor, truth: torch.Tensor, k: int) -> list[list[int]]:
+    """Confusion matrix, rows = true class, columns = predicted class."""
+    matrix = torch.zeros(k, k, dtype=torch.long)
+    matrix.index_put_((truth.long(), pred.long()), torch.ones_like(truth, dtype=torch.long), accumulate=True)
+    return matrix.tolist()
+
+
+def evaluate(
+    clean: str | Path,
+    encrypted: str | Path,
+    archs: Sequence[str],
+    out: str | Path,
+    settings: TrainSettings,
+    *,
+    classes: Sequence[str] | None = None,
+    force: bool = False,
+    progress_factory: Callable[[str], Any] | None = None,
+) -> dict[str, Any]:
+    """Run the protocol for every architecture and write the report folder (atomically).
+
+    Args:
+        clean: original slice manifest.
+        encrypted: encrypted slice manifest (from ``medenc encrypt-dataset``).
+        archs: architectures to train (``medenc.models``).
+        out: report folder.
+        settings: training recipe shared by every model.
+        classes: class order (default: sorted labels).
+        force: replace an existing ``out``.
+        progress_factory: given a description, returns a progress object for :func:`medenc.train.fit`.
+
+    Returns:
+        The ``results.json`` content.
+    """
+    from medenc import __version__
+    from medenc.atomic import atomic_directory
+    from medenc.models import ARCHITECTURES
+    from medenc.report import write_report
+
+    unknown = [a for a in archs if a not in ARCHITECTURES]
+    if unknown:
+        raise InputError(f"unknown architecture(s) {', '.join(unknown)}; known: {', '.join(ARCHITECTURES)}")
+    if not archs:
+        raise InputError("give at least one architecture")
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not force:
+        from medenc.errors import OutputExistsError
+
+        raise OutputExistsError(out)
+    started = time.perf_counter()
+    data = load_eval_data(clean, encrypted, settings.size, classes)
+    k = len(data.classes)
+    results: dict[str, Any] = {}
+    for arch in archs:
+        progress = progress_factory(f"{arch} on encrypted") if progress_factory else None
+        enc_acc, enc_pred = train_and_test(
+            arch,
+            data.enc_train,
+            {"encrypted_test": data.enc_test, "original_test": data.clean_test},
+            k,
+            settings,
+            progress,
+        )
+        progress = progress_factory(f"{arch} on clean") if progress_factory else None
+        clean_acc, clean_pred = train_and_test(
+            arch, data.clean_train, {"clean_test": data.clean_test}, k, settings, progress
+        )
+        truth = data.clean_test[1]
+        results[arch] = {
+            "clean_test": clean_acc["clean_test"],
+            "encrypted_test": enc_acc["encrypted_test"],
+            "original_test": enc_acc["original_test"],
+            "confusion_original_test": confusion(enc_pred["original_test"], truth, k),
+            "confusion_clean_test": confusion(clean_pred["clean_test"], truth, k),
+        }
+    report = {
+        "architectures": results,
+        "classes": list(data.classes),
+        "chance": 1.0 / k,
+        "counts": {
+            "train": int(data.clean_train[1].numel()),
+            "test": int(data.clean_test[1].numel()),
+            "test_per_class": torch.bincount(data.clean_test[1], minlength=k).tolist(),
+        },
+        "clean_manifest": str(clean),
+        "encrypted_manifest": str(encrypted),
+        "settings": asdict(settings),
+        "versions": {"medenc": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    with atomic_directory(out, force=force) as tmp:
+        (tmp / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        write_report(report, tmp)
+    return report

@@ -1,0 +1,158 @@
+"""The paper's experiment as commands: prepare -> train -> keygen -> encrypt-dataset -> evaluate."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medenc.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> object:
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def _checksums(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Run the whole chain once on a tiny synthetic set; tests inspect the outputs."""
+    from medenc.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("experiment")
+    studies = write_dataset(root / "studies", 15, seed=3, size=32, fmt="both", balanced=True)
+    paths = {"root": root, "studies": studies}
+    result = _run("prepare", studies, "--out", root / "dataset")
+    assert result.exit_code == 0, result.output
+    paths["dataset"] = root / "dataset" / "manifest.csv"
+    result = _run("train", paths["dataset"], "--arch", "smallcnn", "--out", root / "base.pt", "--epochs", "3",
+                  "--batch-size", "8", "--size", "32", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    paths["model"] = root / "base.pt"
+    result = _run("keygen", "--from", paths["model"], "--out", root / "key.json", "--seed", "1", "--eps", "1.0",
+                  "--step", "0.2", "--steps", "4")
+    assert result.exit_code == 0, result.output
+    paths["key"] = root / "key.json"
+    paths["dataset_checksums"] = _checksums(root / "dataset")  # type: ignore[assignment]
+    result = _run("encrypt-dataset", paths["dataset"], "--model", paths["model"], "--key", paths["key"],
+                  "--out", root / "encrypted", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    paths["encrypt_output"] = result.output  # type: ignore[assignment]
+    paths["encrypted"] = root / "encrypted" / "manifest.csv"
+    result = _run("evaluate", "--clean", paths["dataset"], "--encrypted", paths["encrypted"], "--arch", "smallcnn",
+                  "--epochs", "2", "--batch-size", "8", "--size", "32", "--out", root / "report", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    paths["evaluate_output"] = result.output  # type: ignore[assignment]
+    paths["report"] = root / "report"
+    return paths
+
+
+def test_prepare_writes_one_2d_slice_per_study(pipeline) -> None:
+    import nibabel
+
+    lines = pipeline["dataset"].read_text().splitlines()
+    assert lines[0] == "case_id,label,split,image"
+    assert len(lines) == 16
+    first = pipeline["dataset"].parent / lines[1].split(",")[3]
+    image = nibabel.load(first)
+    assert image.shape == (32, 32, 1)
+    assert image.header.get_sform(coded=True)[1] == 1
+
+
+def test_encrypted_dataset_layout_summary_and_inputs_untouched(pipeline) -> None:
+    enc_dir = pipeline["encrypted"].parent
+    clean_rows = [r.split(",") for r in pipeline["dataset"].read_text().splitlines()[1:]]
+    enc_rows = [r.split(",") for r in pipeline["encrypted"].read_text().splitlines()[1:]]
+    assert [r[:3] for r in clean_rows] == [r[:3] for r in enc_rows]
+    assert all((enc_dir / r[3]).is_file() for r in enc_rows)
+    summary = json.loads((enc_dir / "summary.json").read_text())
+    assert summary["slices"] == 15 and len(summary["per_slice"]) == 15
+    assert 0 <= summary["base_model_hit_rate"]["copies_on_target"] <= 1
+    assert summary["fidelity_native_units"]["psnr_db"]["min"] > 10
+    assert "fidelity: PSNR" in pipeline["encrypt_output"]
+    # the key never travels with the data: no file holds its fingerprint-independent content
+    key = json.loads(pipeline["key"].read_text())
+    for path in enc_dir.rglob("*"):
+        if path.is_file() and path.suffix in (".json", ".csv"):
+            text = path.read_text()
+            assert '"targets"' not in text and json.dumps(key["targets"]) not in text
+    assert _checksums(pipeline["dataset"].parent) == pipeline["dataset_checksums"]
+
+
+def test_evaluate_results_json_and_report(pipeline) -> None:
+    results = json.loads((pipeline["report"] / "results.json").read_text())
+    row = results["architectures"]["smallcnn"]
+    for name in ("clean_test", "encrypted_test", "original_test"):
+        assert 0.0 <= row[name] <= 1.0
+    assert len(row["confusion_original_test"]) == 5
+    assert sum(map(sum, row["confusion_original_test"])) == results["counts"]["test"]
+    for name in ("report.md", "accuracy.png", "confusion_smallcnn.png"):
+        assert (pipeline["report"] / name).stat().st_size > 0
+    assert "| smallcnn |" in pipeline["evaluate_output"]
+    assert "Table 12" in (pipeline["report"] / "report.md").read_text()
+
+
+def test_outputs_refused_without_force(pipeline) -> None:
+    result = _run("encrypt-dataset", pipeline["dataset"], "--model", pipeline["model"], "--key", pipeline["key"],
+                  "--out", pipeline["encrypted"].parent, "--device", "cpu")
+    assert result.exit_code == 2 and "already exists" in result.output
+    result = _run("prepare", pipeline["studies"], "--out", pipeline["dataset"].parent)
+    assert result.exit_code == 2 and "already exists" in result.output
+
+
+def test_bad_inputs_exit_2_with_one_line(pipeline, tmp_path: Path) -> None:
+    bad_manifest = tmp_path / "bad.csv"
+    bad_manifest.write_text("case_id,label,image\na,b,c\n")
+    cases = [
+        (("evaluate", "--clean", pipeline["dataset"], "--encrypted", pipeline["encrypted"], "--arch", "alexnet",
+          "--out", tmp_path / "r"), "unknown architecture"),
+        (("prepare", bad_manifest, "--out", tmp_path / "d"), "missing column"),
+        (("encrypt-dataset", bad_manifest, "--model", pipeline["model"], "--key", pipeline["key"],
+          "--out", tmp_path / "e"), "bad.csv"),
+    ]
+    other_key = tmp_path / "other.json"
+    assert _run("keygen", "--classes", "a,b,c,d,e", "--out", other_key).exit_code == 0
+    cases.append((("encrypt-dataset", pipeline["dataset"], "--model", pipeline["model"], "--key", other_key,
+                   "--out", tmp_path / "e2"), "do not match the model's"))
+    wrong_labels = tmp_path / "labels.csv"
+    lines = pipeline["dataset"].read_text().splitlines()
+    first = lines[1].split(",")
+    first[1] = "glioma"
+    first[3] = str(pipeline["dataset"].parent / first[3])
+    wrong_labels.write_text("\n".join([lines[0], ",".join(first)]) + "\n")
+    cases.append((("encrypt-dataset", wrong_labels, "--model", pipeline["model"], "--key", pipeline["key"],
+                   "--out", tmp_path / "e3"), "glioma"))
+    for args, message in cases:
+        result = _run(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.output, (message, result.output)
+        assert "Traceback" not in result.output
+    assert not any((tmp_path / name).exists() for name in ("r", "d", "e", "e2", "e3"))
+
+
+def test_key_readable_by_others_warns(pipeline, tmp_path: Path) -> None:
+    loose = tmp_path / "loose.json"
+    loose.write_text(pipeline["key"].read_text())
+    os.chmod(loose, 0o644)
+    manifest = tmp_path / "one.csv"
+    lines = pipeline["dataset"].read_text().splitlines()
+    row = lines[1].split(",")
+    row[3] = str(pipeline["dataset"].parent / row[3])
+    manifest.write_text("\n".join([lines[0], ",".join(row)]) + "\n")
+    result = _run("encrypt-dataset", manifest, "--model", pipeline["model"], "--key", loose, "--out", tmp_path / "o",
+                  "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "readable by others" in result.output
