@@ -11,6 +11,10 @@ from medenc.cli._app import app
 from medenc.cli import keygen  # noqa: F401  isort: skip
 from medenc.cli import train  # noqa: F401  isort: skip
 from medenc.cli import reader_study  # noqa: F401  isort: skip
+from medenc.cli import experiment  # noqa: F401  isort: skip
+from medenc.cli import demo  # noqa: F401  isort: skip
+from medenc.cli import synth  # noqa: F401  isort: skip
+from medenc.cli import encrypt_study  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
 

@@ -1,0 +1,176 @@
+"""``medenc encrypt-study``: one study (or a batch of them) -> shareable encrypted copies."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from medenc.cli._app import app, fail, warn
+
+
+@app.command("encrypt-study")
+def encrypt_study_command(
+    model: Annotated[Path, typer.Option("--model", help="Base classifier checkpoint from `medenc train`.")],
+    key: Annotated[Path, typer.Option("--key", help="Key file from `medenc keygen` (read only; keep it secret).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (batch: one subfolder per case).")],
+    study: Annotated[
+        Path | None,
+        typer.Argument(metavar="STUDY", help="DICOM folder (one or more series), DICOM file, or NIfTI volume."),
+    ] = None,
+    label: Annotated[str | None, typer.Option("--label", help="The study's diagnosis: a class of the model.")] = None,
+    mask: Annotated[
+        Path | None, typer.Option("--mask", help="Tumor mask on the image grid (NIfTI or DICOM SEG).")
+    ] = None,
+    slices: Annotated[
+        str,
+        typer.Option(help="largest (the paper; needs --mask) | tumor (every tumor slice; needs --mask) | all."),
+    ] = "largest",
+    series: Annotated[
+        str | None, typer.Option("--series", help="SeriesInstanceUID to take from a folder of several series.")
+    ] = None,
+    only_selected: Annotated[
+        bool, typer.Option("--only-selected", help="Write only the encrypted slices, not the complete volume.")
+    ] = False,
+    batch: Annotated[
+        Path | None,
+        typer.Option("--batch", help="CSV of studies: case_id,label,image[,mask][,series]; resumable."),
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(help="PGD samples (slices x targets) per call; default: all of a study on CUDA, 64 on CPU."),
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+) -> None:
+    """Encrypt a study before sharing: a derived series of the same study plus OUT/report.json.
+
+    The input is only read. OUT appears only when complete and holds no key material.
+
+    Share OUT/series (or OUT/image.nii.gz) only: report.json stays in house (its predictions hint at the key).
+    """
+    import warnings
+
+    from medenc.cli.experiment import progress_bars
+
+    if batch_size is not None and batch_size < 1:
+        fail(f"--batch-size must be >= 1, got {batch_size}")
+    if (study is None) == (batch is None):
+        fail("give exactly one of STUDY or --batch STUDIES.csv")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if batch is not None:
+            given = [name for name, value in (("--label", label), ("--mask", mask), ("--series", series)) if value]
+            if given:
+                fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
+            with progress_bars() as bars:
+                summary = _run_batch(
+                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars
+                )
+        else:
+            if label is None:
+                fail("--label is required: the study's diagnosis, a class of the model")
+            from medenc.encrypt_study import encrypt_study
+
+            with progress_bars() as bars:
+                bars.add_task(f"encrypting {study}", total=None)
+                report = encrypt_study(
+                    study,  # type: ignore[arg-type]
+                    model=model,
+                    key=key,
+                    label=label,
+                    out=out,
+                    mask=mask,
+                    slices=slices,
+                    series=series,
+                    only_selected=only_selected,
+                    device=device,
+                    batch_size=batch_size,
+                    precision=precision,
+                    force=force,
+                )
+    for w in caught:
+        warn(str(w.message))
+    if batch is not None:
+        _print_batch_summary(summary, out)
+        if summary["failed"]:
+            raise typer.Exit(1)
+    else:
+        _print_report(report, out)
+
+
+def _run_batch(
+    batch: Path,
+    model: Path,
+    key: Path,
+    out: Path,
+    slices: str,
+    only_selected: bool,
+    device: str | None,
+    batch_size: int | None,
+    precision: str,
+    force: bool,
+    bars: Any,
+) -> dict[str, Any]:
+    from medenc.encrypt_study_batch import encrypt_batch, read_batch
+
+    task = bars.add_task("encrypting studies", total=len(read_batch(batch)))
+
+    def on_case(case_id: str, status: str, error: str | None) -> None:
+        bars.update(task, advance=1)
+        if error is not None:
+            bars.console.print(f"medenc: case {case_id} failed: {error}", markup=False, highlight=False)
+
+    return encrypt_batch(
+        batch,
+        model=model,
+        key=key,
+        out=out,
+        slices=slices,
+        only_selected=only_selected,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        force=force,
+        on_case=on_case,
+    )
+
+
+def _print_report(report: dict[str, Any], out: Path) -> None:
+    timing = report["timing_s"]
+    fid = report["fidelity"]
+    chosen = report["slices"]
+    base = report["base_model"]
+    n = len(chosen["encrypted"])
+    typer.echo(
+        f"encrypted {n} of {chosen['total']} slices ({chosen['mode']}) in {timing['total']:.2f} s on "
+        f"{report['device']}: PGD {timing['pgd']:.2f} s in {report['pgd_batches']['calls']} call(s), "
+        f"I/O {timing['io']:.2f} s (key {report['key_fingerprint']})"
+    )
+    if fid["psnr_db"]["min"] is not None:
+        typer.echo(
+            f"fidelity: PSNR min {fid['psnr_db']['min']:.1f} dB, SSIM min {fid['ssim']['min']:.4f}, "
+            f"Linf max {fid['linf_stored']['max']:.0f} stored units"
+        )
+    typer.echo(
+        f"base model predicted {report['label']!r} on {base['slices_predicted_as_label_before']}/{n} slices before, "
+        f"{base['slices_predicted_as_label_after']}/{n} after"
+    )
+    uid = report["output"].get("series_uid")
+    series = f" (series {uid})" if uid else ""
+    typer.echo(f"wrote {report['output']['path']}{series} and {out / 'report.json'}")
+
+
+def _print_batch_summary(summary: dict[str, Any], out: Path) -> None:
+    typer.echo(
+        f"batch: {summary['cases']} cases: {summary['encrypted']} encrypted, {summary['skipped']} skipped "
+        f"(already done), {summary['failed']} failed, in {summary['seconds']:.1f} s"
+    )
+    for result in summary["results"]:
+        for message in result["warnings"]:
+            warn(f"case {result['case_id']}: {message}")
+        if result["status"] == "failed":
+            typer.echo(f"  failed: {result['case_id']}: {result['error']}")
+    typer.echo(f"summary: {out / 'batch-summary.json'}")

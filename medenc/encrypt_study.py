@@ -1,0 +1,310 @@
+"""``medenc encrypt-study``: one study with its diagnosis -> a shareable encrypted copy beside it.
+
+A DICOM series (folder or file) or a NIfTI volume is read on its stored grid, the chosen axial slices
+(the largest-tumor one, every tumor slice, or all) go through PGD in batched calls, and the volume is
+written back as a derived DICOM series of the same study (or a NIfTI file with the source header):
+unselected slices keep their values, so the copy stays a complete volume. ``OUT_DIR`` is built in a
+temporary folder and renamed into place only when complete; the written files are re-read and checked
+before that. ``OUT_DIR/report.json`` records what was done, measured on what was written; it names the
+key by its fingerprint only. See ``docs/encrypt-study.md``; batches are in :mod:`medenc.encrypt_study_batch`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medenc.atomic import atomic_directory
+from medenc.encrypt_dataset import BaseModel, load_base_model, load_key_for
+from medenc.encrypt_study_report import (
+    REPORT_NAME,
+    add_uids,
+    build_report,
+    input_files,
+    sha256_of,
+    slice_metrics,
+    verify_output,
+)
+from medenc.errors import InputError, OutputExistsError
+
+SLICE_MODES = ("largest", "tumor", "all")
+SERIES_DIR = "series"
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """One study to encrypt and how.
+
+    Attributes:
+        study: DICOM folder or file, or a NIfTI file.
+        label: the study's true class (a class name of the model).
+        out: the output folder (created).
+        mask: tumor mask (NIfTI or DICOM SEG on the image grid); needed for ``largest`` and ``tumor``.
+        slices: ``"largest"``, ``"tumor"`` or ``"all"``.
+        series: SeriesInstanceUID to read from a folder holding several series.
+        only_selected: write only the encrypted slices instead of the complete volume.
+    """
+
+    study: Path
+    label: str
+    out: Path
+    mask: Path | None = None
+    slices: str = "largest"
+    series: str | None = None
+    only_selected: bool = False
+
+
+@dataclass
+class Session:
+    """What the studies of one run share: the base model, the key and the encryptor."""
+
+    base: BaseModel
+    key: Any
+    key_path: Path
+    encryptor: Any
+    model_sha256: str
+    auto_batch: bool
+    seconds: float
+
+
+def open_session(
+    model: str | Path,
+    key: str | Path,
+    *,
+    device: str | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+) -> Session:
+    """Load the base model and the key (checked against each other) and build the encryptor.
+
+    Args:
+        model: base model checkpoint (must carry its ``Preprocess``).
+        key: key file; read only; a warning if group or others may read it.
+        device: PGD device (default: CUDA if available).
+        batch_size: PGD samples (slices x targets) per call; None: on CUDA all slices of a study in
+            one call, halved on out-of-memory; 64 on CPU.
+        precision: ``fp32``, ``bf16`` or ``auto``.
+    """
+    from medenc.encrypt import Encryptor
+
+    started = time.perf_counter()
+    base = load_base_model(model)
+    the_key = load_key_for(key, tuple(base.info.classes))
+    encryptor = Encryptor(base.model, the_key, device=device, batch_size=batch_size or 64, precision=precision)
+    return Session(
+        base=base,
+        key=the_key,
+        key_path=Path(key),
+        encryptor=encryptor,
+        model_sha256=sha256_of([Path(model)]),
+        auto_batch=batch_size is None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def encrypt_study(
+    study: str | Path,
+    *,
+    model: str | Path,
+    key: str | Path,
+    label: str,
+    out: str | Path,
+    mask: str | Path | None = None,
+    slices: str = "largest",
+    series: str | None = None,
+    only_selected: bool = False,
+    device: str | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    force: bool = False,
+) -> dict[str, Any]:
+    """Encrypt one study into ``out`` (atomically) and return its report (also ``out/report.json``).
+
+    Raises:
+        InputError: a bad study, mask, model, key, label or output path (checked before any PGD).
+        OutputExistsError: ``out`` exists and ``force`` is False.
+    """
+    request = StudyRequest(
+        study=Path(study),
+        label=label,
+        out=Path(out),
+        mask=None if mask is None else Path(mask),
+        slices=slices,
+        series=series,
+        only_selected=only_selected,
+    )
+    check_request(request, force=force, protected=(Path(model), Path(key)))  # cheap checks before loading
+    session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
+    return run_study(request, session, force=force, count_loading=True)
+
+
+def check_request(
+    request: StudyRequest,
+    classes: tuple[str, ...] | None = None,
+    *,
+    force: bool = False,
+    protected: tuple[Path, ...] = (),
+) -> None:
+    """Checks that need no pixels: slice mode, mask, label (given the classes), paths, existing output.
+
+    ``protected`` files (the model, the key) must not lie inside the output folder either: replacing
+    it with ``force`` would delete them.
+
+    Raises:
+        InputError: the request cannot be carried out as given.
+        OutputExistsError: ``request.out`` exists and ``force`` is False.
+    """
+    if request.slices not in SLICE_MODES:
+        raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {request.slices!r}")
+    if request.mask is None and request.slices != "all":
+        raise InputError(
+            f"--slices {request.slices} needs a tumor mask", request.study, tip="pass --mask MASK, or use --slices all"
+        )
+    if classes is not None and request.label not in classes:
+        raise InputError(
+            f"label {request.label!r} is not one of the model's classes ({', '.join(classes)})",
+            tip="use the class name exactly as the model and key spell it",
+        )
+    if not request.study.exists():
+        raise InputError("no such file or folder", request.study)
+    if request.mask is not None and not request.mask.is_file():
+        raise InputError("mask file not found", request.mask)
+    target = request.out.resolve()
+    study = request.study.resolve()
+    if target == study or study in target.parents:
+        raise InputError("the output folder is the input study or inside it", request.out, tip="write elsewhere")
+    inputs = [request.study, *([request.mask] if request.mask is not None else []), *protected]
+    for path in inputs:
+        if target in path.resolve().parents:
+            raise InputError(f"the output folder holds an input ({path}); replacing it would delete it", request.out)
+    if not force and request.out.exists() and (not request.out.is_dir() or any(request.out.iterdir())):
+        raise OutputExistsError(request.out)
+
+
+def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
+    """Everything that decides the output, with checksums of the inputs (a resumed batch compares it)."""
+    return {
+        "study": str(request.study.resolve()),
+        "study_sha256": sha256_of(input_files(request.study), request.study if request.study.is_dir() else None),
+        "mask": None if request.mask is None else str(request.mask.resolve()),
+        "mask_sha256": None if request.mask is None else sha256_of([request.mask]),
+        "label": request.label,
+        "slices": request.slices,
+        "series": request.series,
+        "only_selected": request.only_selected,
+        "model_sha256": session.model_sha256,
+        "key_fingerprint": session.key.fingerprint(),
+    }
+
+
+def run_study(
+    request: StudyRequest, session: Session, *, force: bool = False, count_loading: bool = False
+) -> dict[str, Any]:
+    """Encrypt one study with a loaded session; validate everything before any PGD or write.
+
+    Args:
+        request: the study and how to encrypt it.
+        session: the loaded model, key and encryptor.
+        force: replace an existing ``request.out``.
+        count_loading: add the session's loading time to the report's timing (single-study runs).
+
+    Returns:
+        The report, also written to ``request.out / "report.json"``.
+    """
+    from medenc.io import read_image, read_mask, write_like
+    from medenc.slices import select_slices
+
+    started = time.perf_counter()
+    timing: dict[str, float] = {}
+    classes = tuple(session.base.info.classes)
+    check_request(request, classes, force=force, protected=(session.base.path, session.key_path))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        requested = describe_request(request, session)
+        volume = read_image(request.study, series=request.series)
+        tumor = None if request.mask is None else read_mask(request.mask, like=volume)
+    if request.slices == "all":
+        selected = list(range(volume.shape[0]))
+    else:
+        try:
+            selected = select_slices(tumor, request.slices)
+        except InputError as error:
+            raise InputError(error.problem, request.mask, error.tip) from None
+    write_slices = selected if request.only_selected else None
+    if write_slices is not None and volume.format == "nifti":
+        stored = volume.layout.stored_slices_of(np.asarray(write_slices))
+        if stored.size and stored[-1] - stored[0] + 1 != stored.size:
+            raise InputError(
+                "a NIfTI output holds one block of slices; the selected slices are not contiguous",
+                request.study,
+                tip="drop --only-selected to write the whole volume",
+            )
+    timing["read"] = time.perf_counter() - started
+
+    mark = time.perf_counter()
+    encrypted, pgd = _encrypt(volume, session, request.label, selected)
+    timing["pgd"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    written = volume.quantize(encrypted)
+    per_slice = slice_metrics(volume, written, selected, session, tumor)
+    timing["evaluate"] = time.perf_counter() - mark
+
+    with atomic_directory(request.out, force=force) as tmp:
+        mark = time.perf_counter()
+        name = SERIES_DIR if volume.format == "dicom" else _nifti_name(volume.source)
+        files = write_like(volume, encrypted, tmp / name, slices=write_slices)
+        timing["write"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        output = verify_output(volume, written, tmp / name, selected if request.only_selected else None)
+        timing["verify"] = time.perf_counter() - mark
+        output.update(path=str(request.out / name), files=len(files))
+        add_uids(volume, selected, per_slice, output.pop("uid_map", {}))
+        timing["total"] = time.perf_counter() - started
+        if count_loading:
+            timing["load_model_and_key"] = session.seconds
+            timing["total"] += session.seconds
+        report = build_report(request, session, volume, selected, per_slice, output, requested, pgd, timing)
+        report["warnings"] = [str(w.message) for w in caught]
+        (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    for w in caught:  # pass them on to the caller (the CLI prints them)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return report
+
+
+def _nifti_name(source: Path) -> str:
+    return "image.nii" if source.name.lower().endswith(".nii") else "image.nii.gz"
+
+
+def _encrypt(volume: Any, session: Session, label: str, selected: list[int]) -> tuple[np.ndarray, dict[str, Any]]:
+    """PGD over the selected slices: on CUDA in as few calls as memory allows (halving on out-of-memory)."""
+    import torch
+
+    from medenc.io import encrypt_volume
+
+    encryptor = session.encryptor
+    k = session.key.num_targets
+    cuda = encryptor.device.type == "cuda"
+    if session.auto_batch:
+        encryptor.batch_size = len(selected) * k if cuda else 64
+    while True:
+        try:
+            result = encrypt_volume(volume, encryptor, label, slices=selected, preprocess=session.base.preprocess)
+            break
+        except torch.cuda.OutOfMemoryError:
+            if not (cuda and session.auto_batch) or encryptor.batch_size <= k:
+                raise
+            encryptor.batch_size = max(k, encryptor.batch_size // 2)
+            torch.cuda.empty_cache()
+    per_call = max(1, encryptor.batch_size // k)
+    return result, {
+        "calls": math.ceil(len(selected) / per_call),
+        "slices_per_call": min(per_call, len(selected)),
+        "samples": len(selected) * k,
+    }

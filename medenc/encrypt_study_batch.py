@@ -1,0 +1,186 @@
+"""``medenc encrypt-study --batch``: many studies, one output folder each, resumable.
+
+The base model and key are loaded once. Each case goes to ``OUT/<case_id>/`` exactly as a single
+``encrypt-study`` would write it. A case whose ``report.json`` exists and records the same request
+(same input checksums, label, mask, slice mode, model and key) is skipped, so an interrupted batch is
+resumed by running it again. A failing case is recorded and the others go on; ``OUT/batch-summary.json``
+lists every case's status.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medenc.atomic import atomic_write_text
+from medenc.errors import InputError, MedencError
+
+logger = logging.getLogger(__name__)
+
+BATCH_COLUMNS = ("case_id", "label", "image")
+OPTIONAL_COLUMNS = ("mask", "series")
+SUMMARY_NAME = "batch-summary.json"
+
+
+@dataclass(frozen=True)
+class BatchCase:
+    """One row of a batch file (paths resolved against the file's folder)."""
+
+    case_id: str
+    label: str
+    image: Path
+    mask: Path | None = None
+    series: str | None = None
+
+
+def safe_name(case_id: str) -> str:
+    """A file-name-safe version of a case id (its output folder's name)."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)
+    return name if name.strip(".") else f"_{name}"
+
+
+def read_batch(path: str | Path) -> list[BatchCase]:
+    """Rows of a batch file ``case_id,label,image[,mask][,series]``; other columns are ignored.
+
+    Raises:
+        InputError: unreadable file, missing columns, empty fields, or case ids that clash.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise InputError("batch file not found", path) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"cannot read batch file ({error.__class__.__name__})", path) from None
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in BATCH_COLUMNS if c not in (reader.fieldnames or [])]
+    if missing:
+        raise InputError(f"missing column(s) {', '.join(missing)}; expected case_id,label,image[,mask]", path)
+    cases: list[BatchCase] = []
+    folders: dict[str, str] = {}
+    for line, row in enumerate(reader, start=2):
+        empty = [c for c in BATCH_COLUMNS if not (row.get(c) or "").strip()]
+        if empty:
+            raise InputError(f"line {line}: empty field(s) {', '.join(empty)}", path)
+        case_id = row["case_id"].strip()
+        folder = safe_name(case_id)
+        if folder in folders:
+            raise InputError(f"line {line}: case id {case_id!r} clashes with {folders[folder]!r}", path)
+        folders[folder] = case_id
+        mask = (row.get("mask") or "").strip()
+        cases.append(
+            BatchCase(
+                case_id=case_id,
+                label=row["label"].strip(),
+                image=path.parent / row["image"].strip(),
+                mask=path.parent / mask if mask else None,
+                series=(row.get("series") or "").strip() or None,
+            )
+        )
+    if not cases:
+        raise InputError("batch file has no rows", path)
+    return cases
+
+
+def encrypt_batch(
+    batch: str | Path,
+    *,
+    model: str | Path,
+    key: str | Path,
+    out: str | Path,
+    slices: str = "largest",
+    only_selected: bool = False,
+    device: str | None = None,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    force: bool = False,
+    on_case: Callable[[str, str, str | None], None] | None = None,
+) -> dict[str, Any]:
+    """Encrypt every case of ``batch`` into ``out/<case_id>/``; return the summary (also written).
+
+    Args:
+        batch: the batch file.
+        model: base model checkpoint.
+        key: key file.
+        out: the batch output folder (may exist: finished cases are skipped).
+        slices: ``largest``, ``tumor`` or ``all`` for every case.
+        only_selected: write only the encrypted slices.
+        device: PGD device.
+        batch_size: PGD samples per call (None: automatic, see :func:`medenc.encrypt_study.open_session`).
+        precision: ``fp32``, ``bf16`` or ``auto``.
+        force: replace a case's existing output that does not match its request (a matching one is
+            skipped either way).
+        on_case: called after each case with ``(case_id, status, message)``; status is ``encrypted``,
+            ``skipped`` or ``failed``.
+
+    Returns:
+        The summary: counts, and per case its status, output folder, error and seconds.
+
+    Raises:
+        InputError: a bad batch file, model or key (nothing is encrypted then).
+    """
+    from medenc.encrypt_study import SLICE_MODES, StudyRequest, check_request, describe_request, open_session, run_study
+    from medenc.encrypt_study_report import report_matches
+
+    started = time.perf_counter()
+    if slices not in SLICE_MODES:
+        raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
+    cases = read_batch(batch)
+    out = Path(out)
+    session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
+    classes = tuple(session.base.info.classes)
+    results = []
+    for case in cases:
+        case_started = time.perf_counter()
+        request = StudyRequest(
+            study=case.image,
+            label=case.label,
+            out=out / safe_name(case.case_id),
+            mask=case.mask,
+            slices=slices,
+            series=case.series,
+            only_selected=only_selected,
+        )
+        entry: dict[str, Any] = {"case_id": case.case_id, "out": str(request.out), "error": None, "warnings": []}
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                check_request(request, classes, force=True, protected=(session.base.path, session.key_path))
+                if request.out.exists() and report_matches(request.out, describe_request(request, session)):
+                    entry["status"] = "skipped"
+                else:
+                    run_study(request, session, force=force)
+                    entry["status"] = "encrypted"
+            entry["warnings"] = [str(w.message) for w in caught]
+        except MedencError as error:
+            entry.update(status="failed", error=str(error))
+        except Exception as error:  # a bug in one case must not stop the batch; the summary names it
+            logger.debug("case %s failed", case.case_id, exc_info=True)
+            entry.update(status="failed", error=f"internal error ({type(error).__name__}: {error})")
+        entry["seconds"] = round(time.perf_counter() - case_started, 3)
+        results.append(entry)
+        if on_case is not None:
+            on_case(case.case_id, entry["status"], entry["error"])
+    summary = {
+        "format": "medenc.encrypt-study-batch/1",
+        "batch": str(batch),
+        "cases": len(results),
+        "encrypted": sum(r["status"] == "encrypted" for r in results),
+        "skipped": sum(r["status"] == "skipped" for r in results),
+        "failed": sum(r["status"] == "failed" for r in results),
+        "slices": slices,
+        "key_fingerprint": session.key.fingerprint(),
+        "device": str(session.encryptor.device),
+        "seconds": round(time.perf_counter() - started, 3),
+        "results": results,
+    }
+    atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
+    return summary
