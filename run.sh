@@ -19,7 +19,7 @@ setup() {
   local extras="$1"
   local stamp="$venv/.medenc-setup-$extras"
   local want
-  want="$(cat pyproject.toml scripts/setup-extra.txt 2>/dev/null | sha256sum | cut -c1-16) $torch_spec"
+  want="$(sha256sum pyproject.toml | cut -c1-16) $torch_spec"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     return 0
   fi
