@@ -28,7 +28,7 @@ setup() {
   echo "medenc: setting up $venv (torch: $torch_spec, extras: $extras)" >&2
   # torch first, pinned: an unpinned torch pulled in by monai/torchattacks would be a multi-GB CUDA build.
   # shellcheck disable=SC2086
-  "${pip[@]}" install $torch_spec 2>&1 | grep -v "is ignored" >&2 || true
+  "${pip[@]}" install $torch_spec numpy 2>&1 | grep -v "is ignored" >&2 || true
   "$venv/bin/python" -c "import torch" || { echo "medenc: torch install failed ($torch_spec)" >&2; exit 1; }
   if [ "$extras" = "dev" ]; then
     "${pip[@]}" install -e ".[dev]" 2>&1 | grep -v "is ignored" >&2 || true
@@ -54,7 +54,7 @@ case "$cmd" in
   test)
     setup dev
     if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh || echo "medenc: browser not installed; browser tests will skip" >&2; fi
-    "$venv/bin/ruff" check medenc tests benchmarks
+    "$venv/bin/ruff" check .
     exec "$venv/bin/python" -m pytest "$@"
     ;;
   *)
