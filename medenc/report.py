@@ -85,7 +85,7 @@ def write_report(report: dict[str, Any], folder: Path) -> None:
     ax.set_xticks(np.arange(len(archs)), archs)
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("accuracy")
-    ax.set_title("Trained on encrypted data: accuracy on encrypted vs original images")
+    ax.set_title("Models trained on encrypted data", fontsize=9)
     ax.legend(fontsize=7, loc="upper right", ncols=2)
     fig.tight_layout()
     fig.savefig(folder / "accuracy.png")
