@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from medenc.combine import combine
 from medenc.key import EncryptionKey
-from medenc.pgd import targeted_pgd
+from medenc.pgd import attack_model, targeted_pgd
 
 PRECISIONS = ("fp32", "bf16", "auto")
 Bound = float | Tensor
@@ -72,6 +72,12 @@ class Encryptor:
         batch_size: PGD samples per call (images x targets); larger batches use more memory.
         precision: ``"fp32"``, ``"bf16"`` (autocast, perturbation in fp32) or ``"auto"`` (bf16 on
             CUDA, fp32 on CPU).
+        fast_model: attack the frozen copy made by :func:`medenc.pgd.attack_model` (batch norm folded,
+            channels-last, cheaper first-layer gradient on CPU): same logits up to rounding, faster.
+            The copy is taken here: later changes to ``model``'s weights do not reach it.
+        compile: run the attacked model through ``torch.compile`` (``True`` or a mode such as
+            ``"max-autotune"``); pays off on CUDA for large jobs. The last, smaller batch of a job is
+            padded to the full batch so that one compiled shape serves every call.
     """
 
     def __init__(
@@ -82,6 +88,8 @@ class Encryptor:
         device: str | torch.device | None = None,
         batch_size: int = 64,
         precision: str = "auto",
+        fast_model: bool = True,
+        compile: bool | str = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -93,10 +101,15 @@ class Encryptor:
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
         self.precision = precision
-        self.channels_last = self.device.type == "cuda"
+        self.compile = compile
+        self.channels_last = fast_model or self.device.type == "cuda"
         self.model = model.to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
+        if fast_model:
+            self.attacked_model = attack_model(self.model, self.device)
+        else:
+            if self.channels_last:
+                self.model = self.model.to(memory_format=torch.channels_last)
+            self.attacked_model = self.model
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -183,9 +196,12 @@ class Encryptor:
         encrypted, copies = [], []
         for start in range(0, x.shape[0], per_call):
             index = torch.arange(start, min(start + per_call, x.shape[0]))
-            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator)
+            real = index.shape[0]
+            if self.compile and real < per_call < x.shape[0]:  # one shape for the compiled model: pad
+                index = torch.cat([index, index[-1:].expand(per_call - real)])
+            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator)[:real]
             copies.append(chunk_copies)
-            encrypted.append(self._combine(chunk_copies, labels[index]))
+            encrypted.append(self._combine(chunk_copies, labels[index[:real]]))
         return EncryptionResult(
             encrypted=torch.cat(encrypted).to(device=x.device, dtype=x.dtype),
             copies=torch.cat(copies).to(device=x.device, dtype=x.dtype),
@@ -223,7 +239,7 @@ class Encryptor:
             transform = selected.to(self.device) if hasattr(selected, "to") else selected
         low, high = (_select_bound(b, repeat, x.shape[0], self.device) for b in bounds)
         adversarial = targeted_pgd(
-            self.model,
+            self.attacked_model,
             batch,
             target,
             eps=eps,
@@ -236,6 +252,7 @@ class Encryptor:
             input_transform=transform,
             autocast_dtype=self.autocast_dtype,
             generator=generator,
+            compile=self.compile,
         )
         return adversarial.float().contiguous().view(index.shape[0], k, *x.shape[1:])
 
