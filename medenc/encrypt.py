@@ -15,6 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from medenc.combine import combine
+from medenc.errors import InputError
 from medenc.key import EncryptionKey
 from medenc.pgd import attack_model, targeted_pgd
 
@@ -50,16 +51,23 @@ class EncryptionResult:
     targets: Tensor
 
 
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """``None`` -> CUDA when available, else CPU; a clear error if CUDA is asked for but absent."""
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``None``/``"auto"`` -> CUDA when available, else CPU; otherwise the named device, checked.
+
+    Raises:
+        InputError: an unknown device name, or CUDA asked for but not available.
+    """
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        from medenc.errors import InputError
-
-        raise InputError("device 'cuda' was asked for but CUDA is not available", tip="use --device cpu")
-    return device
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"unknown device {device!r}", tip="use auto, cpu, cuda or cuda:N") from error
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for but CUDA is not available", tip="use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    return dev
 
 
 class Encryptor:

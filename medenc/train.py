@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn import functional
 
 from medenc.checkpoint import CHECKPOINT_FORMAT, ModelInfo, load_checkpoint, save_checkpoint
+from medenc.encrypt import resolve_device
 from medenc.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,25 +46,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------- helpers
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``None``/``"auto"`` -> CUDA when available, else CPU; otherwise the named device, checked.
-
-    Raises:
-        InputError: an unknown device name, or CUDA asked for but not available.
-    """
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise InputError(f"unknown device {device!r}", tip="use auto, cpu, cuda or cuda:N") from error
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for but CUDA is not available", tip="use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise InputError(f"device {device!r} does not exist ({torch.cuda.device_count()} CUDA device(s))")
-    return dev
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global random generators (call before ``build_model``)."""
     random.seed(seed)
