@@ -34,7 +34,7 @@ def demo(
     """
     import torch
 
-    from medenc.cli.train import run_training
+    from medenc.cli.train import train_with_progress
     from medenc.config import load_config
     from medenc.encrypt_dataset import encrypt_dataset
     from medenc.errors import OutputExistsError
@@ -42,16 +42,18 @@ def demo(
     from medenc.key import EncryptionKey, PGDSettings
     from medenc.prepare import prepare_dataset
     from medenc.synth import write_dataset
+    from medenc.train_manifest import TrainJob
 
     started = time.perf_counter()
-    if preset is None and config is None:
+    if preset is None:
         preset = "paper" if torch.cuda.is_available() and device != "cpu" else "quick"
-    settings = {**load_config(preset=preset), **load_config(config)} if config else load_config(preset=preset)
+    settings = {**load_config(preset=preset), **load_config(config)}  # the file's keys override the preset's
     if out.exists() and any(out.iterdir()) and not force:
         raise OutputExistsError(out)
     size = int(settings["size"])
     n_cases = int(cases or settings["cases"])
-    typer.echo(f"medenc demo: preset {preset or config}, {n_cases} synthetic cases, {size}x{size}, into {out}/")
+    source = f"{preset} + {config}" if config else preset
+    typer.echo(f"medenc demo: preset {source}, {n_cases} synthetic cases, {size}x{size}, into {out}/")
 
     # 1. synthetic studies (DICOM series + tumor masks)
     with progress_bars() as bars:
@@ -75,24 +77,19 @@ def demo(
 
     # 3. base classifier
     typer.echo(f"3/6 training the base classifier ({settings['arch']})")
-    run_training(
-        {
-            "manifest": str(prepared.manifest),
-            "arch": settings["arch"],
-            "out": str(out / "base-model.pt"),
-            "epochs": int(settings["epochs"]),
-            "batch-size": int(settings["batch_size"]),
-            "lr": float(settings["lr"]),
-            "size": str(size),
-            "window": "percentile",
-            "window-low": None,
-            "window-high": None,
-            "classes": None,
-            "device": device or "auto",
-            "seed": seed,
-            "augment": False,
-            "force": True,
-        }
+    train_with_progress(
+        TrainJob(
+            manifest=prepared.manifest,
+            out=out / "base-model.pt",
+            arch=settings["arch"],
+            epochs=int(settings["epochs"]),
+            batch_size=int(settings["batch_size"]),
+            lr=float(settings["lr"]),
+            size=(size, size),
+            device=device or "auto",
+            seed=seed,
+            force=True,
+        )
     )
 
     # 4. secret key (seeded here so the demo is reproducible; real keys use cryptographic randomness)

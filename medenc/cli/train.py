@@ -9,7 +9,7 @@ import typer
 
 from medenc.cli._app import app, warn
 from medenc.config import SHARED_KEYS
-from medenc.errors import InputError, OutputExistsError
+from medenc.errors import InputError
 
 # option name -> (type, default); a --config YAML may set any of these, flags given override it
 DEFAULTS: dict[str, tuple[type, Any]] = {
@@ -171,151 +171,56 @@ def train_command(
 
 
 def run_training(settings: dict[str, Any]) -> None:
-    """Validate ``settings`` (option name -> value), train, evaluate and write the checkpoint."""
-    import torch
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    """Turn ``settings`` (option name -> value) into a :class:`TrainJob`, train with progress bars, print."""
+    from medenc.train_manifest import TrainJob
 
-    from medenc import __version__
-    from medenc.dataset import load_images, read_manifest
-    from medenc.models import ARCHITECTURES, build_model, count_parameters
-    from medenc.preprocess import Preprocess
-    from medenc.train import (
-        ModelInfo,
-        accuracy,
-        fit,
-        predict,
-        resolve_device,
-        save_checkpoint,
-        seed_everything,
-    )
-
-    # ---- validate everything before any work
     if settings["manifest"] is None:
         raise InputError("no manifest given", tip="medenc train MANIFEST --arch ARCH --out MODEL.pt")
     if settings["out"] is None:
         raise InputError("no output checkpoint given", tip="pass --out MODEL.pt")
-    out = Path(settings["out"])
-    if out.exists() and not settings["force"]:
-        raise OutputExistsError(out)
-    arch = settings["arch"]
-    if arch not in ARCHITECTURES:
-        raise InputError(f"unknown architecture {arch!r}; known: {', '.join(ARCHITECTURES)}")
-    if settings["epochs"] < 1 or settings["batch-size"] < 1 or not settings["lr"] > 0:
-        raise InputError("--epochs and --batch-size must be >= 1 and --lr > 0")
-    dev = resolve_device(settings["device"])
-    class_names = None
+    classes = None
     if settings["classes"]:
-        class_names = [c.strip() for c in settings["classes"].split(",") if c.strip()]
-    data = read_manifest(settings["manifest"], classes=class_names)
-    train_rows, test_rows, val_rows = data.subset("train"), data.subset("test"), data.subset("val")
-    if len(train_rows) == 0:
-        raise InputError("manifest has no rows with split 'train'", path=data.path)
-    if len(data.classes) < 2:
-        raise InputError(f"need at least 2 classes, the manifest has {list(data.classes)}", path=data.path)
-    missing = sorted(set(data.classes) - {r.label for r in train_rows.rows})
-    if missing:
-        warn(f"no training slices of class(es) {', '.join(missing)}")
-    if settings["size"] is not None:
-        model_size = parse_size(settings["size"])
-    else:
-        from medenc.dataset import load_slice
+        classes = tuple(c.strip() for c in settings["classes"].split(",") if c.strip())
+    job = TrainJob(
+        manifest=settings["manifest"],
+        out=settings["out"],
+        arch=settings["arch"],
+        epochs=settings["epochs"],
+        batch_size=settings["batch-size"],
+        lr=settings["lr"],
+        size=None if settings["size"] is None else parse_size(str(settings["size"])),
+        window=settings["window"],
+        window_low=settings["window-low"],
+        window_high=settings["window-high"],
+        classes=classes,
+        device=settings["device"],
+        seed=settings["seed"],
+        augment=settings["augment"],
+        force=settings["force"],
+    )
+    train_with_progress(job)
 
-        model_size = tuple(load_slice(train_rows.rows[0].path).shape)
-    if min(model_size) < ARCHITECTURES[arch].min_size:
-        raise InputError(
-            f"{arch} needs inputs of at least {ARCHITECTURES[arch].min_size} px, size is {model_size}",
-            tip="pass a larger --size",
-        )
-    window_args = {k: settings[f"window-{k}"] for k in ("low", "high") if settings[f"window-{k}"] is not None}
-    if settings["window"] == "fixed" and len(window_args) != 2:
-        raise InputError("--window fixed needs --window-low and --window-high (native intensity values)")
-    try:
-        preprocess = Preprocess(size=model_size, rule=settings["window"], **window_args)
-    except ValueError as error:
-        raise InputError(f"bad model-input settings: {error}") from error
 
-    # ---- load, train, evaluate
+def train_with_progress(job: Any) -> Any:
+    """Run :func:`medenc.train_manifest.train_from_manifest` under rich progress bars and print its outcome."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medenc.train_manifest import train_from_manifest
+
     console = Console(stderr=True)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        x_train = load_images(train_rows, preprocess=preprocess, progress=progress)
-        x_test = load_images(test_rows, preprocess=preprocess, progress=progress) if len(test_rows) else None
-        x_val = load_images(val_rows, preprocess=preprocess, progress=progress) if len(val_rows) else None
-        y_train, y_test = torch.tensor(train_rows.labels()), torch.tensor(test_rows.labels())
-        fingerprint = data.fingerprint()
-        seed_everything(settings["seed"])
-        model = build_model(arch, 1, len(data.classes))
-        history = fit(
-            model,
-            x_train,
-            y_train,
-            epochs=settings["epochs"],
-            batch_size=settings["batch-size"],
-            lr=settings["lr"],
-            device=dev,
-            seed=settings["seed"],
-            augment=settings["augment"],
-            progress=progress,
-            val=None if x_val is None else (x_val, torch.tensor(val_rows.labels())),
-        )
-    metrics: dict[str, Any] = {
-        "n_train": len(train_rows),
-        "n_test": len(test_rows),
-        "final_loss": history[-1]["loss"],
-        "train_seconds": sum(r["seconds"] for r in history),
-        "train_accuracy": accuracy(predict(model, x_train, batch_size=settings["batch-size"]), y_train),
-    }
-    if x_test is not None:
-        pred = predict(model, x_test, batch_size=settings["batch-size"]).argmax(1)
-        metrics.update(_test_metrics(pred, y_test, data.classes))
-    info = ModelInfo(
-        arch=arch,
-        classes=data.classes,
-        in_channels=1,
-        preprocess=preprocess.to_dict(),
-        metrics=metrics,
-        data_fingerprint=fingerprint,
-        medenc_version=__version__,
-        seed=settings["seed"],
-        training={
-            "epochs": settings["epochs"],
-            "batch_size": settings["batch-size"],
-            "lr": settings["lr"],
-            "augment": settings["augment"],
-            "device": str(dev),
-            "torch_version": str(torch.__version__),
-            "manifest": str(Path(settings["manifest"]).name),
-            "history": history,
-        },
-    )
-    save_checkpoint(out, model, info, force=True)
-
+        outcome = train_from_manifest(job, progress=progress, on_warning=warn)
+    metrics = outcome.metrics
     typer.echo(
-        f"trained {arch} ({count_parameters(model) / 1e6:.2f} M parameters) on {len(train_rows)} slices, "
-        f"{len(data.classes)} classes, {preprocess.size[0]}x{preprocess.size[1]}, {settings['epochs']} "
-        f"epochs in {metrics['train_seconds']:.1f} s on {dev}"
+        f"trained {outcome.arch} ({outcome.parameters / 1e6:.2f} M parameters) on {metrics['n_train']} slices, "
+        f"{len(outcome.classes)} classes, {outcome.size[0]}x{outcome.size[1]}, {job.epochs} "
+        f"epochs in {metrics['train_seconds']:.1f} s on {outcome.device}"
     )
     typer.echo(f"train accuracy {metrics['train_accuracy']:.3f}")
-    if x_test is not None:
+    if "test_accuracy" in metrics:
         per_class = ", ".join(f"{k} {v:.2f}" for k, v in metrics["test_per_class_accuracy"].items())
-        typer.echo(f"test accuracy {metrics['test_accuracy']:.3f} on {len(test_rows)} slices ({per_class})")
-    else:
-        warn("manifest has no test split: no test accuracy")
-    typer.echo(f"wrote {out}")
-
-
-def _test_metrics(pred: Any, y: Any, classes: tuple[str, ...]) -> dict[str, Any]:
-    k = len(classes)
-    confusion = [[0] * k for _ in range(k)]
-    for t, p in zip(y.tolist(), pred.tolist(), strict=True):
-        confusion[t][p] += 1
-    per_class = {
-        name: (confusion[i][i] / sum(confusion[i]) if sum(confusion[i]) else float("nan"))
-        for i, name in enumerate(classes)
-    }
-    return {
-        "test_accuracy": float((pred == y).float().mean()),
-        "test_per_class_accuracy": per_class,
-        "test_confusion": confusion,
-    }
+        typer.echo(f"test accuracy {metrics['test_accuracy']:.3f} on {metrics['n_test']} slices ({per_class})")
+    typer.echo(f"wrote {outcome.checkpoint}")
+    return outcome

@@ -1,0 +1,57 @@
+"""``medenc demo`` end to end on a tiny configuration: every stage runs and the report is complete."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+TINY = """
+size: 32
+cases: 30
+epochs: 2
+steps: 3
+victims: smallcnn
+victim_epochs: 1
+"""
+
+
+def _cli(*args: object):
+    from medenc.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_demo_runs_every_stage_with_a_config_over_the_quick_preset(tmp_path: Path) -> None:
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "demo"
+    result = _cli("demo", "--out", out, "--config", config, "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "preset quick + " in result.output  # keys the file leaves out come from the quick preset
+    for stage in ("3/6 training the base classifier (smallcnn)", "4/6 drew key", "6/6 evaluating: training smallcnn"):
+        assert stage in result.output
+    report = json.loads((out / "report" / "results.json").read_text())
+    assert set(report["architectures"]) == {"smallcnn"}
+    row = report["architectures"]["smallcnn"]
+    for name in ("clean_test", "encrypted_test", "original_test"):
+        assert 0.0 <= row[name] <= 1.0
+    assert report["counts"]["train"] + report["counts"]["test"] == 30
+    assert report["settings"]["epochs"] == 1 and report["settings"]["size"] == 32
+    key = json.loads((out / "key.json").read_text())
+    assert key["combiner"] == "hconcat" and key["pgd"]["steps"] == 3  # from the file and the preset
+    assert (out / "key.json").stat().st_mode & 0o077 == 0
+    assert (out / "base-model.pt").is_file() and (out / "encrypted" / "manifest.csv").is_file()
+    assert "demo finished in" in result.output
+
+    again = _cli("demo", "--out", out, "--config", config, "--device", "cpu")
+    assert again.exit_code == 2 and "--force" in again.output  # an existing demo folder is not overwritten
+
+
+def test_demo_rejects_a_config_that_is_not_a_mapping(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("- just\n- a list\n")
+    result = _cli("demo", "--out", tmp_path / "demo", "--config", config)
+    assert result.exit_code == 2
+    assert "bad.yaml" in result.output and not (tmp_path / "demo").exists()
