@@ -68,6 +68,26 @@ def hconcat(copies: Tensor, ratio: float | Tensor = 0.5) -> Tensor:
     return torch.where(left_mask(ratio, copies[:, 0]), copies[:, 0], copies[:, 1])
 
 
+def hconcat_mirror(copies: Tensor, ratio: float | Tensor = 0.5) -> Tensor:
+    """Flip-consistent Horizontal Concat: copy 1 in two mirrored outer bands, copy 2 in the middle.
+
+    Each outer band is ``round(r*W/2)`` columns wide, so copy 1 still supplies a share ``r`` of the
+    columns, but the layout is its own mirror image: a left-right flip (a thief's augmentation) keeps
+    every column on a band of the same copy instead of swapping the two halves as it does for
+    :func:`hconcat`.
+
+    Shape:
+        copies: (N, 2, C, ..., W); ratio: () or (N,); result: (N, C, ..., W).
+    """
+    _check(copies, 2, "hconcat_mirror")
+    like = copies[:, 0]
+    n, width = like.shape[0], like.shape[-1]
+    band = torch.floor(_per_sample(ratio, n, like.device) * width / 2 + 0.5).long().view(n, 1)
+    columns = torch.arange(width, device=like.device).view(1, width)
+    outer = (columns < band) | (columns >= width - band)
+    return torch.where(outer.view(n, *[1] * (like.ndim - 2), width), copies[:, 0], copies[:, 1])
+
+
 def mixup(copies: Tensor, lam: float | Tensor = 0.5) -> Tensor:
     """Mixup: ``lam * copy1 + (1 - lam) * copy2``.
 
@@ -137,6 +157,8 @@ def combine(
         return basic(copies)
     if name == "hconcat":
         return hconcat(copies, ratio)
+    if name == "hconcat_mirror":
+        return hconcat_mirror(copies, ratio)
     if name == "mixup":
         return mixup(copies, ratio)
     if name == "mixup_concat":

@@ -7,6 +7,7 @@ All copies of a batch run through one batched PGD call.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,6 +87,13 @@ class Encryptor:
         compile: run the attacked model through ``torch.compile`` (``True`` or a mode such as
             ``"max-autotune"``); pays off on CUDA for large jobs. The last, smaller batch of a job is
             padded to the full batch so that one compiled shape serves every call.
+        extra_models: hardening: more base classifiers (same inputs and classes) attacked together with
+            ``model`` as one :class:`medenc.harden.EnsembleModel`.
+
+    The key's hardening options are applied here: ``key.eot`` wraps the attacked model(s) in a
+    :class:`medenc.harden.EOTModel`, ``key.ratio_jitter`` draws per-image ratios. Their random draws
+    come from one generator seeded from the key's seed (or from the system's randomness for a key
+    without a seed).
     """
 
     def __init__(
@@ -98,6 +106,7 @@ class Encryptor:
         precision: str = "auto",
         fast_model: bool = True,
         compile: bool | str = False,
+        extra_models: Sequence[nn.Module] = (),
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -118,6 +127,19 @@ class Encryptor:
             if self.channels_last:
                 self.model = self.model.to(memory_format=torch.channels_last)
             self.attacked_model = self.model
+        self.hardening_generator = torch.Generator().manual_seed(
+            key.seed if key.seed is not None else secrets.randbits(63)
+        )
+        if extra_models or key.eot:
+            from medenc.harden import EnsembleModel, EOTModel
+
+            if extra_models:
+                extras = [attack_model(m, self.device) if fast_model else m.to(self.device) for m in extra_models]
+                self.attacked_model = EnsembleModel([self.attacked_model, *extras])
+            if key.eot:
+                self.attacked_model = EOTModel(
+                    self.attacked_model, key.eot, key.eot_samples, generator=self.hardening_generator
+                )
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
@@ -255,7 +277,7 @@ class Encryptor:
             steps=settings.steps,
             norm=settings.norm,
             bounds=(low, high),
-            use_best=settings.use_best,
+            use_best=settings.use_best and not self.key.eot,  # with EOT the loss is random: keep the last
             random_start=settings.random_start,
             input_transform=transform,
             autocast_dtype=self.autocast_dtype,
@@ -271,6 +293,10 @@ class Encryptor:
             copies: (n, k, C, H, W); labels: (n,); result: (n, C, H, W).
         """
         ratios = torch.tensor(self.key.ratios, dtype=torch.float32)[labels].to(copies.device)
+        if self.key.ratio_jitter > 0:
+            from medenc.harden import jitter_ratios
+
+            ratios = jitter_ratios(ratios, self.key.ratio_jitter, self.hardening_generator)
         boxes = None
         if self.key.boxes is not None:
             boxes = torch.tensor(self.key.boxes, dtype=torch.float32)[labels].to(copies.device)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -66,6 +66,19 @@ def load_key_for(path: str | Path, classes: tuple[str, ...]) -> Any:
     return key
 
 
+def _key_object(key: Any, classes: tuple[str, ...]) -> Any:
+    """Check an in-memory key was made for these classes, in this order."""
+    from medenc.key import EncryptionKey
+
+    if not isinstance(key, EncryptionKey):
+        raise TypeError(f"key must be a path or an EncryptionKey, got {type(key).__name__}")
+    if tuple(key.classes) != tuple(classes):
+        raise InputError(
+            f"the key's classes ({', '.join(key.classes)}) do not match the model's ({', '.join(classes)})"
+        )
+    return key
+
+
 def output_name(row: Any) -> str:
     """Where a slice goes inside the output folder: its manifest path if that stays inside, else slices/."""
     relative = PurePosixPath(row.image)
@@ -77,7 +90,7 @@ def output_name(row: Any) -> str:
 def encrypt_dataset(
     manifest: str | Path,
     model: str | Path,
-    key: str | Path,
+    key: str | Path | Any,
     out: str | Path,
     *,
     device: str | None = None,
@@ -85,19 +98,23 @@ def encrypt_dataset(
     precision: str = "auto",
     force: bool = False,
     on_progress: Callable[[int, int], None] | None = None,
+    extra_models: Sequence[str | Path] = (),
 ) -> dict[str, Any]:
     """Encrypt all slices of ``manifest`` into ``out`` (written atomically) and return the summary.
 
     Args:
         manifest: slice manifest (``case_id,label,split,image``).
         model: base model checkpoint.
-        key: encryption key file.
+        key: encryption key file, or an in-memory :class:`medenc.key.EncryptionKey` (e.g. a calibration
+            key with its eps changed); its classes must be the model's.
         out: output folder (gets ``manifest.csv``, the slices and ``summary.json``).
         device: PGD device (default: CUDA if available).
         batch_size: PGD samples per call.
         precision: ``fp32``, ``bf16`` or ``auto``.
         force: replace an existing ``out``.
         on_progress: called with ``(slices done, total)``.
+        extra_models: hardening: more base model checkpoints (same classes and model-input mapping)
+            attacked together with ``model`` as an ensemble (:class:`medenc.harden.EnsembleModel`).
 
     Returns:
         The summary also written to ``out/summary.json``.
@@ -110,12 +127,20 @@ def encrypt_dataset(
     started = time.perf_counter()
     base = load_base_model(model)
     classes = tuple(base.info.classes)
-    the_key = load_key_for(key, classes)
+    the_key = _key_object(key, classes) if not isinstance(key, (str, Path)) else load_key_for(key, classes)
     data = read_manifest(manifest, classes=classes)
     if not data.rows:
         raise InputError("manifest has no slices", manifest)
     labels = data.labels()
-    encryptor = Encryptor(base.model, the_key, device=device, batch_size=batch_size, precision=precision)
+    extras = [_load_ensemble_member(path, base) for path in extra_models]
+    encryptor = Encryptor(
+        base.model,
+        the_key,
+        device=device,
+        batch_size=batch_size,
+        precision=precision,
+        extra_models=[m.model for m in extras],
+    )
     volumes = [read_image(row.path) for row in data.rows]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
     for i, volume in enumerate(volumes):
@@ -172,6 +197,7 @@ def encrypt_dataset(
             "copies_on_target": float(np.mean(hits_copy)),
             "written_image_predicted_as_a_target": float(np.mean(hits_any)),
         },
+        **_hardening_summary(the_key, extras),
         "per_slice": [
             {
                 "case_id": data.rows[i].case_id,
@@ -193,6 +219,37 @@ def encrypt_dataset(
         (tmp / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
         (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
+
+
+def _load_ensemble_member(path: str | Path, base: BaseModel) -> BaseModel:
+    """Load an extra base model and check it reads the same inputs as ``base`` and has its classes."""
+    member = load_base_model(path)
+    if tuple(member.info.classes) != tuple(base.info.classes):
+        raise InputError(
+            f"ensemble model classes ({', '.join(member.info.classes)}) differ from the base model's", path
+        )
+    if member.preprocess.to_dict() != base.preprocess.to_dict():
+        raise InputError(
+            "ensemble model has another model-input mapping (size or intensity window) than the base model",
+            path,
+            tip="train it with the same --size and --window",
+        )
+    return member
+
+
+def _hardening_summary(key: Any, extras: Sequence[BaseModel]) -> dict[str, Any]:
+    """The summary's ``hardening`` entry, present only when some hardening is on."""
+    if not extras and not key.hardened:
+        return {}
+    return {
+        "hardening": {
+            "ensemble": [{"path": str(m.path), "arch": m.info.arch} for m in extras],
+            "eot": list(key.eot),
+            "eot_samples": key.eot_samples,
+            "ratio_jitter": key.ratio_jitter,
+            "flip_consistent_layout": key.combiner == "hconcat_mirror",
+        }
+    }
 
 
 def _hit_rates(

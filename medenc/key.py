@@ -23,7 +23,22 @@ from medenc.errors import KeyFileError
 SCHEMA_VERSION = 1
 
 #: Number of target classes each combiner needs per source class.
-COMBINER_TARGETS: dict[str, int] = {"basic": 1, "hconcat": 2, "mixup": 2, "mixup_concat": 4, "cutmix": 2}
+COMBINER_TARGETS: dict[str, int] = {
+    "basic": 1,
+    "hconcat": 2,
+    "mixup": 2,
+    "mixup_concat": 4,
+    "cutmix": 2,
+    "hconcat_mirror": 2,
+}
+
+#: Random transformations the encryption can be made robust to (expectation over transformations,
+#: :mod:`medenc.harden`), in the order they are applied.
+EOT_TRANSFORMS = ("flip", "crop", "jpeg", "blur")
+
+#: Optional hardening fields of a key and their defaults (omitted from the key file when at default, so
+#: keys without hardening keep their fingerprint and load in older versions).
+HARDENING_DEFAULTS: dict[str, Any] = {"eot": (), "eot_samples": 1, "ratio_jitter": 0.0}
 
 NORMS = ("l2", "linf")
 
@@ -80,6 +95,12 @@ class EncryptionKey:
         seed: the seed the key was drawn from, or ``None`` for cryptographic randomness.
         mixup_lambda: weight of the first copy inside each Mixup pair of ``mixup_concat``.
         boxes: for ``cutmix``, per source class the pasted box as fractions ``(top, left, height, width)``.
+        eot: hardening: random transformations (:data:`EOT_TRANSFORMS`) every PGD step sees the images
+            through, so the perturbation survives a thief's flips, crops, JPEG and blur. With EOT the
+            loss of an iterate is random, so PGD returns its last iterate (``pgd.use_best`` is ignored).
+        eot_samples: random draws averaged per PGD step when ``eot`` is set.
+        ratio_jitter: hardening: each image's ratio is its class ratio plus a uniform draw from
+            ``-ratio_jitter..ratio_jitter``.
     """
 
     classes: tuple[str, ...]
@@ -90,6 +111,9 @@ class EncryptionKey:
     seed: int | None = None
     mixup_lambda: float = 0.5
     boxes: tuple[tuple[float, float, float, float], ...] | None = None
+    eot: tuple[str, ...] = ()
+    eot_samples: int = 1
+    ratio_jitter: float = 0.0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -122,6 +146,9 @@ class EncryptionKey:
         ratio: float | tuple[float, float] = 0.5,
         pgd: PGDSettings | None = None,
         mixup_lambda: float = 0.5,
+        eot: Sequence[str] = (),
+        eot_samples: int = 1,
+        ratio_jitter: float = 0.0,
     ) -> EncryptionKey:
         """Draw a fresh secret key.
 
@@ -136,6 +163,9 @@ class EncryptionKey:
             ratio: a fixed Horizontal Concat / Mixup ratio, or a ``(low, high)`` range drawn per class.
             pgd: attack settings (defaults: the paper's MRI settings).
             mixup_lambda: Mixup weight inside ``mixup_concat``.
+            eot: hardening transforms (:data:`EOT_TRANSFORMS`) for expectation over transformations.
+            eot_samples: random draws per PGD step with ``eot``.
+            ratio_jitter: per-image random deviation of the ratio (hardening).
 
         Returns:
             The new key.
@@ -166,6 +196,9 @@ class EncryptionKey:
             seed=seed,
             mixup_lambda=mixup_lambda,
             boxes=boxes,
+            eot=tuple(str(t) for t in eot),
+            eot_samples=eot_samples,
+            ratio_jitter=float(ratio_jitter),
         )
 
     # ------------------------------------------------------------------------------------- validate
@@ -215,7 +248,28 @@ class EncryptionKey:
                     and left + width <= 1
                 ):
                     raise KeyFileError(f"cutmix box of class {classes[c]!r} is outside the image: {box}", source)
+        self._validate_hardening(source)
         self.pgd.validate(source)
+
+    def _validate_hardening(self, source: str | Path | None) -> None:
+        for name in self.eot:
+            if name not in EOT_TRANSFORMS:
+                raise KeyFileError(
+                    f"unknown EOT transform {name!r}; expected some of {', '.join(EOT_TRANSFORMS)}", source
+                )
+        if len(set(self.eot)) != len(self.eot):
+            raise KeyFileError(f"repeated EOT transforms {list(self.eot)}", source)
+        samples = self.eot_samples
+        if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= 64:
+            raise KeyFileError(f"eot_samples must be an integer in 1..64, got {samples!r}", source)
+        jitter = self.ratio_jitter
+        if isinstance(jitter, bool) or not isinstance(jitter, (int, float)) or not 0.0 <= jitter < 0.5:
+            raise KeyFileError(f"ratio_jitter must lie in [0, 0.5), got {jitter!r}", source)
+
+    @property
+    def hardened(self) -> bool:
+        """Whether any hardening option (EOT, ratio jitter, flip-consistent layout) is on."""
+        return bool(self.eot) or self.ratio_jitter > 0 or self.combiner == "hconcat_mirror"
 
     # ------------------------------------------------------------------------------------- persist
     def to_dict(self) -> dict[str, Any]:
@@ -226,6 +280,10 @@ class EncryptionKey:
         data["targets"] = [list(row) for row in self.targets]
         data["ratios"] = list(self.ratios)
         data["boxes"] = None if self.boxes is None else [list(b) for b in self.boxes]
+        data["eot"] = list(self.eot)
+        for name, default in HARDENING_DEFAULTS.items():  # absent when off: old keys keep their fingerprint
+            if data[name] == default or (name == "eot" and not data[name]):
+                del data[name]
         return data
 
     @classmethod
@@ -237,6 +295,7 @@ class EncryptionKey:
         if version != SCHEMA_VERSION:
             raise KeyFileError(f"unsupported key schema_version {version!r}; expected {SCHEMA_VERSION}", source)
         known = {"schema_version", "classes", "combiner", "targets", "ratios", "pgd", "seed", "mixup_lambda", "boxes"}
+        known |= set(HARDENING_DEFAULTS)
         unknown = sorted(set(data) - known)
         if unknown:
             raise KeyFileError(f"unknown field(s) in key: {', '.join(unknown)}", source)
@@ -255,6 +314,9 @@ class EncryptionKey:
                 seed=data.get("seed"),
                 mixup_lambda=data.get("mixup_lambda", 0.5),
                 boxes=None if boxes is None else tuple(tuple(float(v) for v in b) for b in boxes),
+                eot=tuple(str(t) for t in _string_list(data.get("eot", []), "eot")),
+                eot_samples=data.get("eot_samples", 1),
+                ratio_jitter=data.get("ratio_jitter", 0.0),
             )
         except KeyFileError as error:
             if source is None or error.path is not None:
@@ -295,6 +357,12 @@ class EncryptionKey:
         return (
             f"EncryptionKey(classes={len(self.classes)}, combiner={self.combiner!r}, fingerprint={self.fingerprint()})"
         )
+
+
+def _string_list(value: Any, name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise TypeError(f"{name} must be a list, got {type(value).__name__}")
+    return value
 
 
 def _check_class_count(classes: tuple[str, ...], k: int, combiner: str, source: str | Path | None) -> None:

@@ -11,10 +11,11 @@ Checkpoints (:class:`ModelInfo`, :func:`save_checkpoint`, :func:`load_checkpoint
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -123,12 +124,14 @@ def fit(
     lr: float = 0.05,
     device: str | torch.device | None = None,
     seed: int = 0,
-    augment: bool = False,
+    augment: bool | Callable[[Tensor, torch.Generator], Tensor] = False,
     preprocess: Preprocess | None = None,
     progress: Any = None,
     weight_decay: float = 5e-4,
     val: tuple[Tensor, Tensor] | None = None,
     recalibrate_bn: bool = True,
+    batch_hook: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
+    keep_best: bool = False,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place by minimising cross-entropy.
 
@@ -142,12 +145,17 @@ def fit(
             cosine decay to zero.
         device: ``"auto"``/None (CUDA if available), ``"cpu"``, ``"cuda"``, ...
         seed: seeds the shuffling, augmentation and torch's global generator (dropout).
-        augment: random flip + padded random crop (the data thief's standard recipe).
+        augment: random flip + padded random crop (the data thief's standard recipe), or a callable
+            ``augment(batch, generator) -> batch`` (e.g. flips only).
         preprocess: the model-input mapping for raw ``x_train`` (and ``val``).
         progress: a ``rich.progress.Progress`` (or anything with ``add_task``/``update``) to report to.
         weight_decay: L2 weight decay of weight matrices and kernels (not of biases or norm weights).
         val: optional ``(x, y)`` evaluated after every epoch (same input kind as ``x_train``).
         recalibrate_bn: finish with :func:`recalibrate_batchnorm` on the (unaugmented) training inputs.
+        batch_hook: ``batch_hook(model, batch, labels) -> batch`` called on every (augmented) batch
+            before the step, e.g. to replace it by adversarial examples (adversarial training).
+        keep_best: early stopping: at the end restore the weights of the epoch with the best
+            ``val_accuracy`` (the earliest on ties); needs ``val``.
 
     Returns:
         One record per epoch: ``epoch``, ``loss``, ``train_accuracy`` (on the batches as trained),
@@ -168,6 +176,8 @@ def fit(
         raise InputError(f"{len(x_train)} training images but {n} labels")
     if epochs < 1 or batch_size < 1 or not lr > 0:
         raise InputError(f"need epochs >= 1, batch size >= 1 and lr > 0; got {epochs}, {batch_size}, {lr}")
+    if keep_best and val is None:
+        raise InputError("early stopping (keep_best) needs a validation set")
     dev = resolve_device(device)
     x = prepare_inputs(x_train, preprocess)
     num_classes = _num_outputs(model, x[:1])
@@ -197,6 +207,7 @@ def fit(
     task = progress.add_task("training", total=total) if progress is not None else None
 
     history: list[dict[str, float]] = []
+    best_state: dict[str, Tensor] | None = None
     step = 0
     benchmark = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = dev.type == "cuda"  # fixed input size: let cuDNN pick fast kernels
@@ -214,8 +225,13 @@ def fit(
                     step += 1
                     continue
                 xb, yb = x[index], y[index]
-                if augment:
+                if callable(augment):
+                    xb = augment(xb, generator)
+                elif augment:
                     xb = augment_batch(xb, generator)
+                if batch_hook is not None:
+                    xb = batch_hook(model, xb, yb)
+                    model.train()
                 for group in optimizer.param_groups:
                     group["lr"] = lr * _lr_factor(step, total, warmup)
                 with _autocast(dev):
@@ -241,9 +257,13 @@ def fit(
             if val_data is not None:
                 logits = predict(model, val_data[0], batch_size=max(batch_size, 64), device=dev)
                 record["val_accuracy"] = accuracy(logits, val_data[1])
+                if keep_best and record["val_accuracy"] > max((h["val_accuracy"] for h in history), default=-1.0):
+                    best_state = copy.deepcopy(model.state_dict())
             history.append(record)
             if task is not None:
                 progress.update(task, description=f"epoch {epoch}/{epochs} loss {record['loss']:.3f}")
+        if best_state is not None:
+            model.load_state_dict(best_state)
         if recalibrate_bn:
             recalibrate_batchnorm(model, x, batch_size=batch_size)
     finally:

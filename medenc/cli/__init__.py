@@ -15,6 +15,8 @@ from medenc.cli import experiment  # noqa: F401  isort: skip
 from medenc.cli import demo  # noqa: F401  isort: skip
 from medenc.cli import synth  # noqa: F401  isort: skip
 from medenc.cli import encrypt_study  # noqa: F401  isort: skip
+from medenc.cli import calibrate  # noqa: F401  isort: skip
+from medenc.cli import security  # noqa: F401  isort: skip
 
 __all__ = ["app", "main"]
 

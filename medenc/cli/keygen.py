@@ -37,7 +37,10 @@ def keygen(
         Path | None,
         typer.Option("--from", help="Take the classes from a model checkpoint (.pt) or a data set manifest (.csv)."),
     ] = None,
-    combiner: Annotated[str | None, typer.Option(help="basic | hconcat | mixup | mixup_concat | cutmix")] = None,
+    combiner: Annotated[
+        str | None,
+        typer.Option(help="basic | hconcat | mixup | mixup_concat | cutmix | hconcat_mirror (flip-consistent)"),
+    ] = None,
     seed: Annotated[
         int | None, typer.Option(help="Seed for a reproducible key (default: cryptographic randomness).")
     ] = None,
@@ -47,6 +50,19 @@ def keygen(
     steps: Annotated[int | None, typer.Option(help="PGD iterations.")] = None,
     ratio: Annotated[str | None, typer.Option(help="Concat/Mixup ratio, or 'low,high' to draw per class.")] = None,
     random_start: Annotated[bool, typer.Option(help="Start PGD at a random point of the ball.")] = False,
+    eot: Annotated[
+        str | None,
+        typer.Option(
+            help="Hardening: make the perturbation survive these random transforms (comma-separated: "
+            "flip,crop,jpeg,blur; expectation over transformations inside PGD)."
+        ),
+    ] = None,
+    eot_samples: Annotated[
+        int | None, typer.Option(help="Hardening: random transform draws averaged per PGD step (default 1).")
+    ] = None,
+    ratio_jitter: Annotated[
+        float | None, typer.Option(help="Hardening: per-image random ratio within +-this of the class ratio.")
+    ] = None,
     config: ConfigOption = None,
     preset: PresetOption = None,
     force: Annotated[bool, typer.Option(help="Replace an existing key file.")] = False,
@@ -78,12 +94,26 @@ def keygen(
         seed=seed,
         ratio=parse_ratio(pick(ratio, settings, "ratio", "0.5")),
         pgd=pgd,
+        eot=_names(pick(eot, settings, "eot", "")),
+        eot_samples=int(pick(eot_samples, settings, "eot_samples", 1)),
+        ratio_jitter=float(pick(ratio_jitter, settings, "ratio_jitter", 0.0)),
     )
     path = key.save(out, force=force)
     typer.echo(
         f"wrote key {path} (fingerprint {key.fingerprint()}, {key.combiner}, {len(key.classes)} classes, "
         f"{pgd.norm} eps {pgd.eps} step {pgd.step} x {pgd.steps}); keep it secret: it is what undoes the protection"
     )
+    if key.hardened:
+        typer.echo(
+            f"hardening: EOT {','.join(key.eot) or 'off'} x {key.eot_samples}, ratio jitter {key.ratio_jitter}, "
+            f"flip-consistent layout {'on' if key.combiner == 'hconcat_mirror' else 'off'}"
+        )
+
+
+def _names(value: str | list[str]) -> list[str]:
+    """``"flip,crop"`` or ``["flip", "crop"]`` (a YAML list) -> ``["flip", "crop"]``."""
+    items = value if isinstance(value, list) else str(value).split(",")
+    return [str(t).strip() for t in items if str(t).strip()]
 
 
 def _classes_from(path: Path) -> list[str]:

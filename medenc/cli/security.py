@@ -1,0 +1,113 @@
+"""``medenc security-eval``: the thief's counter-measures x architectures table, and key recovery."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medenc.cli._app import app, warn
+from medenc.cli.experiment import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars
+
+
+@app.command("security-eval")
+def security_eval_command(
+    clean: Annotated[Path, typer.Option("--clean", help="Original slice manifest.")],
+    encrypted: Annotated[Path, typer.Option("--encrypted", help="Encrypted slice manifest (encrypt-dataset).")],
+    model: Annotated[Path, typer.Option("--model", help="Base model checkpoint the data was encrypted with.")],
+    key: Annotated[Path, typer.Option("--key", help="The key the data was encrypted with (kept secret).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.md, charts).")],
+    arch: Annotated[
+        str | None,
+        typer.Option(help="Thief architectures, comma-separated, besides the base's (default from config: victims)."),
+    ] = None,
+    defenses: Annotated[
+        str,
+        typer.Option(
+            "--defenses",
+            help="'all', 'none' (reference rows only) or a comma list of jpeg[:Q], squeeze[:Q], blur[:SIGMA], "
+            "median[:SIZE], bitdepth[:BITS], flip-aug, crop-aug, augment, early-stop, advtrain, finetune.",
+        ),
+    ] = "all",
+    key_recovery: Annotated[
+        bool, typer.Option("--key-recovery", help="Also run the paper's key-recovery attack.")
+    ] = False,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per thief model.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak SGD learning rate.")] = None,
+    clean_fraction: Annotated[
+        float, typer.Option(help="Share of the clean training split the thief holds with labels.")
+    ] = 0.2,
+    adv_steps: Annotated[int, typer.Option(help="PGD steps per batch of the thief's adversarial training.")] = 5,
+    seed: Annotated[int, typer.Option(help="Training seed (and the thief's draw of clean images).")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(help="An earlier report.json (e.g. before hardening) to put beside this one."),
+    ] = None,
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    force: ForceOption = False,
+) -> None:
+    """How much does a determined thief recover? Train thief models defence by defence and report accuracy on
+    original test images, beside the clean baseline, the undefended thief and the images' fidelity."""
+    from medenc.config import load_config, pick
+    from medenc.security.defenses import parse_defences
+    from medenc.security.evaluate import ThiefSettings, security_evaluate
+    from medenc.security.report import fidelity_line, key_recovery_text, security_table
+
+    settings = load_config(config, preset)
+    chosen = parse_defences(defenses)
+    thief = ThiefSettings(
+        epochs=int(pick(epochs, settings, "victim_epochs", 30)),
+        batch_size=int(pick(batch_size, settings, "batch_size", 64)),
+        lr=float(pick(lr, settings, "victim_lr", 0.05)),
+        seed=seed,
+        device=device,
+        clean_fraction=clean_fraction,
+        adv_steps=adv_steps,
+    )
+    archs = parse_archs(pick(arch, settings, "victims", "")) if (arch or settings.get("victims")) else []
+    with progress_bars() as bars:
+        report = security_evaluate(
+            clean,
+            encrypted,
+            model,
+            key,
+            out,
+            archs=archs,
+            defences=chosen,
+            settings=thief,
+            key_recovery=key_recovery,
+            force=force,
+            progress_factory=lambda _: bars,
+            compare_with=compare,
+            on_result=lambda row, a, r: typer.echo(
+                f"{row} / {a}: original test {r['original_test']:.1%}"
+                + (f", encrypted test {r['encrypted_test']:.1%}" if "encrypted_test" in r else ""),
+                err=True,
+            ),
+        )
+    typer.echo("")
+    typer.echo("Thief's accuracy on original test images (encrypted test images in brackets):")
+    typer.echo(security_table(report))
+    typer.echo(f"\nfidelity: {fidelity_line(report)}")
+    if report.get("key_recovery"):
+        typer.echo("\nkey recovery:")
+        typer.echo(key_recovery_text(report["key_recovery"]))
+    if report.get("compared_with"):
+        from medenc.security.report import comparison_table
+
+        typer.echo(f"\ncompared with {compare}:")
+        typer.echo(comparison_table(report))
+    typer.echo(f"\nreport: {out / 'report.json'}, {out / 'report.md'}, {out / 'security_heatmap.png'}")
+    clean_row = report["table"]["clean baseline"]
+    broken = [
+        f"{label} / {a}"
+        for label in report["rows"][2:]
+        for a in report["archs"]
+        if report["table"][label][a]["original_test"] >= clean_row[a]["original_test"] - 0.10
+    ]
+    if broken:
+        warn(f"within 10 points of the clean baseline (protection defeated): {', '.join(broken)}")

@@ -1,0 +1,187 @@
+"""Markdown and PNG charts of a security evaluation (``report.json`` of ``medenc security-eval``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def security_table(report: dict[str, Any]) -> str:
+    """Defence x architecture: accuracy on original test images (encrypted test images in brackets)."""
+    archs = report["archs"]
+    lines = [
+        "| thief's defence | " + " | ".join(archs) + " |",
+        "|---|" + "---|" * len(archs),
+    ]
+    for label in report["rows"]:
+        cells = []
+        for arch in archs:
+            r = report["table"][label][arch]
+            cell = _pct(r["original_test"])
+            if "encrypted_test" in r:
+                cell += f" ({_pct(r['encrypted_test'])})"
+            cells.append(cell)
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def fidelity_line(report: dict[str, Any]) -> str:
+    """One line of PSNR / SSIM figures."""
+    fid = report["fidelity"]
+    window = fid["model_input_window"]
+    text = (
+        f"PSNR {window['psnr_db_mean']:.1f} dB (min {window['psnr_db_min']:.1f}), "
+        f"SSIM {window['ssim_mean']:.4f} (min {window['ssim_min']:.4f}) on the display window"
+    )
+    if "stored" in fid:
+        stored = fid["stored"]
+        text += (
+            f"; stored units: PSNR {stored['psnr_db_mean']:.1f} dB (min {stored['psnr_db_min']:.1f}), "
+            f"SSIM {stored['ssim_mean']:.4f} (min {stored['ssim_min']:.4f})"
+        )
+    return text
+
+
+def key_recovery_text(recovery: dict[str, Any]) -> str:
+    """The key-recovery section (ranks and counts only, never the correspondence itself)."""
+    lines = [
+        f"Combiner {recovery['combiner']} (k = {recovery['k']}); the thief holds {recovery['thief_images']} labelled "
+        f"originals; his models: {recovery.get('thief_model_arch', '?')} trained on the encrypted set and a "
+        f"surrogate trained on his originals. Candidate ratios: {recovery['ratio_grid'] or 'none (basic)'}.",
+        "",
+        "| source class | candidates searched | rank of the true targets | ratio error |",
+        "|---|---|---|---|",
+    ]
+    for p in recovery["per_class"]:
+        err = "-" if p["ratio_error"] is None else f"{p['ratio_error']:.2f}"
+        lines.append(f"| {p['class']} | {p['candidates']} | {p['rank_of_true_targets']} | {err} |")
+    lines.append("")
+    lines.append(
+        f"Simulated encryptions run: {recovery['simulations']}. Classes whose true targets ranked first: "
+        f"{recovery['classes_top1']} of {len(recovery['per_class'])}."
+    )
+    if recovery.get("space") is not None:
+        lines.append(
+            f"Full correspondence: {recovery['space']} correspondences can be drawn; the true one ranks "
+            f"{recovery['rank_of_true_key']} by summed scores ({'found: top-1' if recovery['top1'] else 'not top-1'})."
+        )
+    else:
+        lines.append(f"Full correspondence: not ranked ({recovery.get('note', '')}).")
+    return "\n".join(lines)
+
+
+def comparison_table(report: dict[str, Any]) -> str:
+    """Before -> after: the earlier report's accuracy on original test images beside this one's."""
+    before = report["compared_with"]
+    archs = [a for a in report["archs"] if any(a in before["table"].get(r, {}) for r in report["rows"])]
+    lines = ["| thief's defence | " + " | ".join(f"{a}: before -> after" for a in archs) + " |"]
+    lines.append("|---|" + "---|" * len(archs))
+    for label in report["rows"]:
+        if label not in before["table"]:
+            continue
+        cells = []
+        for arch in archs:
+            old = before["table"][label].get(arch, {}).get("original_test")
+            new = report["table"][label][arch]["original_test"]
+            change = "" if old is None else f" ({(new - old) * 100:+.1f})"
+            cells.append(f"{_pct(old)} -> {_pct(new)}{change}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    old_fid = (before.get("fidelity") or {}).get("model_input_window")
+    if old_fid:
+        lines += ["", f"Fidelity before: PSNR {old_fid['psnr_db_mean']:.1f} dB, SSIM {old_fid['ssim_mean']:.4f}; "
+                  f"after: {fidelity_line(report)}."]  # fmt: skip
+    old_rec, new_rec = before.get("key_recovery"), report.get("key_recovery")
+    if old_rec and new_rec and old_rec.get("space") and new_rec.get("space"):
+        lines.append(
+            f"Key recovery: true key ranked {old_rec['rank_of_true_key']} of {old_rec['space']} before, "
+            f"{new_rec['rank_of_true_key']} of {new_rec['space']} after."
+        )
+    return "\n".join(lines)
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The whole ``report.md``."""
+    counts, key = report["counts"], report["key"]
+    hardening = key["hardening"]
+    harden_text = (
+        f"EOT {','.join(hardening['eot']) or 'off'} x {hardening['eot_samples']}, ratio jitter "
+        f"{hardening['ratio_jitter']}, layout {'flip-consistent' if key['combiner'] == 'hconcat_mirror' else 'plain'}"
+    )
+    ensemble = report["fidelity"].get("ensemble")
+    if ensemble:
+        harden_text += f", ensemble of the base model + {', '.join(ensemble)}"
+    parts = [
+        "# medenc security evaluation",
+        "",
+        f"Classes: {', '.join(report['classes'])} (chance {report['chance']:.0%}); {counts['train']} training and "
+        f"{counts['test']} test slices; the thief also holds {counts['thief_clean']} labelled originals.",
+        f"Key {key['fingerprint']}: {key['combiner']}, {key['pgd']['norm']} eps {key['pgd']['eps']}, step "
+        f"{key['pgd']['step']} x {key['pgd']['steps']}; hardening: {harden_text}.",
+        f"Base architecture: {report['base_arch']}. Thief's training recipe: {report['settings']}.",
+        "",
+        "## Accuracy on original test images (on encrypted test images in brackets)",
+        "",
+        security_table(report),
+        "",
+        f"Fidelity of the encrypted images: {fidelity_line(report)}.",
+        "",
+        "Lower is better protection: the thief's model should fail on original images. The clean baseline is "
+        "what the thief would get with the originals; 'few clean only' is what he gets from his labelled "
+        "originals alone, without the encrypted set.",
+        "",
+    ]
+    if report.get("key_recovery"):
+        parts += ["## Key recovery (paper sections 3.4, 4.3)", "", key_recovery_text(report["key_recovery"]), ""]
+    if report.get("compared_with"):
+        parts += [
+            f"## Compared with `{report['compared_with']['path']}` (accuracy on original test images, change in "
+            "points)",
+            "",
+            comparison_table(report),
+            "",
+        ]
+    parts += [f"Charts: `security_heatmap.png`, `security_bars.png`. Run time {report['seconds']:.0f} s.", ""]
+    return "\n".join(parts)
+
+
+def write_security_report(report: dict[str, Any], folder: Path) -> None:
+    """Write ``report.md``, ``security_heatmap.png`` and ``security_bars.png`` into ``folder``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    (folder / "report.md").write_text(markdown(report), encoding="utf-8")
+    rows, archs = report["rows"], report["archs"]
+    values = np.array([[report["table"][r][a]["original_test"] for a in archs] for r in rows])
+    fig, ax = plt.subplots(figsize=(2.6 + 1.3 * len(archs), 0.9 + 0.34 * len(rows)), dpi=120)
+    image = ax.imshow(values, cmap="RdYlGn_r", vmin=0.0, vmax=1.0, aspect="auto")
+    for (r, c), v in np.ndenumerate(values):
+        ax.text(c, r, f"{v:.0%}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(archs)), archs, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title("thief's accuracy on original test images", fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.05)
+    fig.tight_layout()
+    fig.savefig(folder / "security_heatmap.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(3.0 + 0.55 * len(rows), 3.6), dpi=120)
+    width = 0.8 / max(1, len(archs))
+    for i, arch in enumerate(archs):
+        bars = ax.bar(np.arange(len(rows)) + (i - (len(archs) - 1) / 2) * width, values[:, i], width, label=arch)
+        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values[:, i]], fontsize=6)
+    ax.axhline(report["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(np.arange(len(rows)), rows, rotation=40, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("accuracy on original test images")
+    ax.set_title(f"fidelity: {fidelity_line(report).split(' on the')[0]}", fontsize=8)
+    ax.legend(fontsize=7, ncols=len(archs) + 1, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(folder / "security_bars.png")
+    plt.close(fig)

@@ -1,0 +1,130 @@
+"""``medenc security-eval`` end to end on a tiny synthetic set, plain and hardened encryption."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from medenc.cli import app
+
+runner = CliRunner()
+
+
+def _run(*args: object) -> object:
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from medenc.encrypt_dataset import encrypt_dataset
+    from medenc.synth import write_dataset
+
+    root = tmp_path_factory.mktemp("security")
+    studies = write_dataset(root / "studies", 15, seed=5, size=32, fmt="nifti", balanced=True)
+    assert _run("prepare", studies, "--out", root / "dataset").exit_code == 0
+    manifest = root / "dataset" / "manifest.csv"
+    common = ("--epochs", "2", "--batch-size", "8", "--size", "32", "--device", "cpu")
+    for name, arch, seed in (("base.pt", "smallcnn", "0"), ("member.pt", "preresnet20", "1")):
+        result = _run("train", manifest, "--arch", arch, "--out", root / name, "--seed", seed, *common)
+        assert result.exit_code == 0, result.output
+    pgd = ("--eps", "1.0", "--step", "0.25", "--steps", "4")
+    assert _run("keygen", "--from", root / "base.pt", "--out", root / "key.json", "--seed", "1", *pgd).exit_code == 0
+    result = _run(
+        "keygen", "--from", root / "base.pt", "--out", root / "hard.json", "--seed", "1", *pgd,
+        "--combiner", "hconcat_mirror", "--eot", "flip,crop,jpeg", "--eot-samples", "2", "--ratio-jitter", "0.1",
+    )  # fmt: skip
+    assert result.exit_code == 0 and "hardening: EOT flip,crop,jpeg x 2" in result.output, result.output
+    result = _run("encrypt-dataset", manifest, "--model", root / "base.pt", "--key", root / "key.json",
+                  "--out", root / "enc", "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = encrypt_dataset(
+        manifest, root / "base.pt", root / "hard.json", root / "hard", device="cpu", extra_models=[root / "member.pt"]
+    )
+    assert summary["hardening"]["ensemble"][0]["arch"] == "preresnet20"
+    assert summary["hardening"]["flip_consistent_layout"] and summary["hardening"]["eot"] == ["flip", "crop", "jpeg"]
+    return {"root": root, "manifest": manifest}
+
+
+def test_security_eval_table_report_and_key_recovery(data) -> None:
+    root = data["root"]
+    out = root / "report"
+    result = _run(
+        "security-eval", "--clean", data["manifest"], "--encrypted", root / "enc" / "manifest.csv",
+        "--model", root / "base.pt", "--key", root / "key.json", "--out", out, "--arch", "preresnet20",
+        "--defenses", "jpeg:30,median:3,flip-aug,early-stop,advtrain,finetune", "--key-recovery",
+        "--epochs", "2", "--batch-size", "8", "--device", "cpu", "--clean-fraction", "0.4",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    assert report["archs"] == ["smallcnn", "preresnet20"]
+    assert report["rows"] == [
+        "clean baseline",
+        "undefended",
+        "jpeg q30",
+        "median 3x3",
+        "flip-aug",
+        "early-stop",
+        "advtrain",
+        "finetune",
+        "few clean only",
+    ]
+    for row in report["rows"]:
+        for arch in report["archs"]:
+            cell = report["table"][row][arch]
+            assert 0.0 <= cell["original_test"] <= 1.0
+            assert ("encrypted_test" in cell) == (row not in ("clean baseline", "few clean only"))
+    fid = report["fidelity"]
+    assert 20 < fid["model_input_window"]["psnr_db_mean"] < 80 and 0.5 < fid["stored"]["ssim_mean"] <= 1.0
+    recovery = report["key_recovery"]
+    assert recovery["space"] == 552 and 1 <= recovery["rank_of_true_key"] <= 552
+    assert recovery["simulations"] == 5 * 12 * 5
+    key = json.loads((root / "key.json").read_text())
+    text = (out / "report.json").read_text() + (out / "report.md").read_text()
+    assert '"targets"' not in text and report["key"]["fingerprint"] in (out / "report.md").read_text()
+    assert key["targets"] and "| jpeg q30 |" in (out / "report.md").read_text()
+    assert (out / "security_heatmap.png").stat().st_size > 1000 and (out / "security_bars.png").is_file()
+    assert "Thief's accuracy on original test images" in result.output and "key recovery" in result.output
+    again = _run(
+        "security-eval", "--clean", data["manifest"], "--encrypted", root / "enc" / "manifest.csv",
+        "--model", root / "base.pt", "--key", root / "key.json", "--out", out, "--defenses", "blur",
+    )  # fmt: skip
+    assert again.exit_code == 2 and "exists" in again.output
+
+
+def test_security_eval_on_hardened_data_compared_with_plain(data) -> None:
+    root = data["root"]
+    common = ("--epochs", "1", "--batch-size", "8", "--device", "cpu")
+    before = root / "plain-small"
+    result = _run(
+        "security-eval", "--clean", data["manifest"], "--encrypted", root / "enc" / "manifest.csv",
+        "--model", root / "base.pt", "--key", root / "key.json", "--out", before, "--defenses", "none", *common,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = root / "hard-report"
+    result = _run(
+        "security-eval", "--clean", data["manifest"], "--encrypted", root / "hard" / "manifest.csv",
+        "--model", root / "base.pt", "--key", root / "hard.json", "--out", out, "--defenses", "blur:1",
+        "--compare", before / "report.json", *common,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "report.json").read_text())
+    old = json.loads((before / "report.json").read_text())
+    assert report["key"]["combiner"] == "hconcat_mirror" and report["fidelity"]["ensemble"] == ["preresnet20"]
+    assert report["rows"] == ["clean baseline", "undefended", "blur sigma 1"]
+    assert report["table"]["clean baseline"] == old["table"]["clean baseline"]  # taken over: same clean data
+    assert report["compared_with"]["table"]["undefended"] == old["table"]["undefended"]
+    md = (out / "report.md").read_text()
+    assert "flip-consistent" in md and "## Compared with" in md and "| undefended | " in md.split("## Compared")[1]
+    bad = _run(
+        "security-eval", "--clean", data["manifest"], "--encrypted", root / "hard" / "manifest.csv",
+        "--model", root / "base.pt", "--key", root / "hard.json", "--out", root / "x", "--defenses", "rotate",
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "unknown defence 'rotate'" in bad.output
+    bad = _run(
+        "security-eval", "--clean", data["manifest"], "--encrypted", root / "hard" / "manifest.csv",
+        "--model", root / "base.pt", "--key", root / "hard.json", "--out", root / "y", "--arch", "nope",
+    )  # fmt: skip
+    assert bad.exit_code == 2 and "unknown architecture" in bad.output
