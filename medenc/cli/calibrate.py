@@ -1,0 +1,146 @@
+"""``medenc calibrate``: choose the encryption strength for your own data, with the trade-off measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from medenc.cli._app import app, warn
+from medenc.cli.experiment import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars
+
+
+@app.command("calibrate")
+def calibrate_command(
+    manifest: Annotated[Path, typer.Argument(help="Clean slice manifest with train and test splits.")],
+    model: Annotated[Path, typer.Option("--model", help="Base classifier checkpoint from `medenc train`.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.md, tradeoff.png).")],
+    eps: Annotated[
+        str, typer.Option("--eps", help="Grid of PGD radii on the model-input scale, comma-separated.")
+    ] = "0.5,1,2,4,6,8",
+    combiner: Annotated[str | None, typer.Option(help="Combiner of the calibration key (default: hconcat).")] = None,
+    victims: Annotated[
+        str | None, typer.Option(help="Thief architectures, comma-separated (default: resnet18,densenet121,vgg11).")
+    ] = None,
+    thief_augment: Annotated[
+        bool, typer.Option("--thief-augment/--no-thief-augment", help="Train victims with random flips and crops.")
+    ] = True,
+    target_orig_acc: Annotated[
+        float, typer.Option(help="Worst victim's accuracy on original test slices must be at most this.")
+    ] = 0.35,
+    min_psnr: Annotated[float, typer.Option(help="Floor of the mean PSNR in dB (stored pixel units).")] = 40.0,
+    min_ssim: Annotated[float, typer.Option(help="Floor of the mean SSIM.")] = 0.98,
+    budget_minutes: Annotated[
+        float | None, typer.Option(help="Time budget: subsample the training split (stratified) to fit it.")
+    ] = None,
+    key: Annotated[
+        Path | None, typer.Option("--key", help="Use this key's correspondence and ratios (eps/step replaced).")
+    ] = None,
+    write_key: Annotated[
+        Path | None, typer.Option("--write-key", help="Save a fresh secret key with the recommended settings.")
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option("--cache", help="Cache folder (default: medenc-calibrate-cache beside --out).")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(help="PGD steps (default from config, else 100).")] = None,
+    step_ratio: Annotated[
+        float | None, typer.Option(help="PGD step = eps x this (default: the config's step / eps, else 0.05).")
+    ] = None,
+    reference_eps: Annotated[float, typer.Option(help="Fixed setting to compare with (the paper's).")] = 2.0,
+    epochs: Annotated[int | None, typer.Option(help="Victim training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Victim training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Victim peak SGD learning rate.")] = None,
+    size: Annotated[int | None, typer.Option(help="Victim input size (default: the base model's).")] = None,
+    seed: Annotated[int, typer.Option(help="Victim training seed.")] = 0,
+    key_seed: Annotated[int, typer.Option(help="Seed of the calibration key (measuring only).")] = 0,
+    device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
+    precision: Annotated[str, typer.Option(help="PGD precision: fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
+    config: ConfigOption = None,
+    preset: PresetOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Encrypt at every eps of a grid, train the thief's models, and recommend the smallest eps that protects.
+
+    Measures thieves' accuracy on original slices against fidelity (PSNR, SSIM, Linf); caches all work.
+    """
+    from dataclasses import replace
+
+    from medenc.calibrate import CalibrationSettings, calibrate, parse_grid
+    from medenc.config import load_config, pick
+    from medenc.encrypt_dataset import load_base_model
+    from medenc.errors import OutputExistsError
+    from medenc.evaluate import TrainSettings
+
+    grid = parse_grid(eps)
+    if write_key is not None and write_key.exists() and not force:
+        raise OutputExistsError(write_key)
+    cfg = load_config(config, preset)
+    base_size = load_base_model(model).preprocess.size[0]
+    cfg_ratio = float(cfg["step"]) / float(cfg["eps"]) if "step" in cfg and "eps" in cfg else 0.05
+    settings = CalibrationSettings(
+        eps_grid=grid,
+        victims=tuple(parse_archs(pick(victims, cfg, "victims", "resnet18,densenet121,vgg11"))),
+        train=TrainSettings(
+            epochs=int(pick(epochs, cfg, "victim_epochs", 30)),
+            batch_size=int(pick(batch_size, cfg, "batch_size", 64)),
+            lr=float(pick(lr, cfg, "victim_lr", 0.05)),
+            size=int(pick(size, cfg, "size", base_size)),
+            augment=thief_augment,
+            seed=seed,
+            device=device,
+        ),
+        combiner=str(pick(combiner, cfg, "combiner", "hconcat")),
+        ratio=float(cfg.get("ratio", 0.5)),
+        norm=str(cfg.get("norm", "l2")),
+        step_ratio=float(step_ratio if step_ratio is not None else cfg_ratio),
+        steps=int(pick(steps, cfg, "steps", 100)),
+        key_seed=key_seed,
+        target_orig_acc=target_orig_acc,
+        min_psnr=min_psnr,
+        min_ssim=min_ssim,
+        budget_minutes=budget_minutes,
+        reference_eps=reference_eps,
+        device=device,
+        precision=precision,
+    )
+    with progress_bars() as bars:
+        report = calibrate(
+            manifest,
+            model,
+            out,
+            settings,
+            key=key,
+            cache_dir=cache,
+            force=force,
+            estimate=True,
+            progress=bars,
+            log=lambda line: bars.console.print(line) if bars.console.is_terminal else typer.echo(line, err=True),
+        )
+    from medenc.calibrate_report import comparison_text, results_table
+
+    typer.echo("")
+    typer.echo(results_table(report))
+    typer.echo("")
+    typer.echo(report["recommendation"]["message"])
+    typer.echo(comparison_text(report))
+    for line in report["warnings"]:
+        warn(line)
+    typer.echo(f"report: {out / 'report.md'}, {out / 'report.json'}, {out / 'tradeoff.png'}; cache: {report['cache']}")
+    if write_key is not None:
+        rec = report["recommendation"]["eps"]
+        if rec is None:
+            warn(f"no setting met the floors, so no key was written to {write_key}")
+            raise typer.Exit(1)
+        from medenc.key import EncryptionKey
+
+        if key is not None:
+            base = EncryptionKey.load(key)
+            new = replace(base, pgd=settings.pgd_for(rec, base.pgd))
+        else:  # a fresh correspondence from the OS's cryptographic source; only the settings come from calibration
+            classes = report["classes"]
+            new = EncryptionKey.generate(
+                classes, settings.combiner, seed=None, ratio=settings.ratio, pgd=settings.pgd_for(rec)
+            )
+        new.save(write_key, force=force)
+        typer.echo(f"wrote key {write_key} (eps {rec:g}, fingerprint {new.fingerprint()}); keep it secret")
