@@ -192,5 +192,6 @@ def print_evaluation(report: dict[str, Any], out: Path) -> None:
     if weak:
         warn(
             f"models trained on encrypted data lost less than 30 points on original images for: {', '.join(weak)}; "
-            "see docs/evaluation.md for why (task too easy for robust features, eps too small, few PGD steps)"
+            "see docs/evaluation.md for why (an architecture other than the base model's, task too easy for "
+            "robust features, eps too small, few PGD steps)"
         )
