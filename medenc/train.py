@@ -97,13 +97,9 @@ def augment_batch(x: Tensor, generator: torch.Generator, *, pad: int | None = No
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     if pad == 0:
         return x
-    oy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    ox = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
-    padded = functional.pad(x, (pad, pad, pad, pad))
-    rows = (oy[:, None] + torch.arange(h, device=x.device))[:, :, None]
-    cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded[batch, :, rows, cols].permute(0, 3, 1, 2).contiguous()
+    from medenc.harden import random_shift
+
+    return random_shift(x, generator, pad).contiguous()
 
 
 def _lr_factor(step: int, total: int, warmup: int) -> float:
