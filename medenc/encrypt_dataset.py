@@ -133,13 +133,14 @@ def encrypt_dataset(
         raise InputError("manifest has no slices", manifest)
     labels = data.labels()
     extras = [_load_ensemble_member(path, base) for path in extra_models]
+    extras_models = [m.model for m in extras]
     encryptor = Encryptor(
         base.model,
         the_key,
         device=device,
         batch_size=batch_size,
         precision=precision,
-        extra_models=[m.model for m in extras],
+        extra_models=extras_models,
     )
     volumes = [read_image(row.path) for row in data.rows]
     groups: dict[tuple[int, ...], list[int]] = defaultdict(list)
@@ -152,6 +153,7 @@ def encrypt_dataset(
     per_image: dict[str, list] = {"psnr_db": [], "ssim": [], "l2": [], "linf": []}
     order: list[int] = []
     hits_copy, hits_any = [], []
+    member_hits: list[list[float]] = [[] for _ in extras]
     done = 0
     for members in groups.values():
         for start in range(0, len(members), max(1, batch_size // the_key.num_targets)):
@@ -174,9 +176,13 @@ def encrypt_dataset(
             for name in per_image:
                 per_image[name].extend(table[name])
             order.extend(chunk)
-            hit_copy, hit_any = _hit_rates(encryptor, base, mapping, result, stored)
+            hit_copy, hit_any, hit_members = _hit_rates(
+                encryptor, [base.model, *extras_models], mapping, result, stored
+            )
             hits_copy.extend(hit_copy)
             hits_any.extend(hit_any)
+            for hits, new in zip(member_hits, hit_members, strict=True):
+                hits.extend(new)
             done += len(chunk)
             if on_progress is not None:
                 on_progress(done, len(volumes))
@@ -197,7 +203,7 @@ def encrypt_dataset(
             "copies_on_target": float(np.mean(hits_copy)),
             "written_image_predicted_as_a_target": float(np.mean(hits_any)),
         },
-        **_hardening_summary(the_key, extras),
+        **_hardening_summary(the_key, extras, [float(np.mean(h)) for h in member_hits]),
         "per_slice": [
             {
                 "case_id": data.rows[i].case_id,
@@ -237,13 +243,16 @@ def _load_ensemble_member(path: str | Path, base: BaseModel) -> BaseModel:
     return member
 
 
-def _hardening_summary(key: Any, extras: Sequence[BaseModel]) -> dict[str, Any]:
+def _hardening_summary(key: Any, extras: Sequence[BaseModel], member_hit_rates: Sequence[float]) -> dict[str, Any]:
     """The summary's ``hardening`` entry, present only when some hardening is on."""
     if not extras and not key.hardened:
         return {}
     return {
         "hardening": {
-            "ensemble": [{"path": str(m.path), "arch": m.info.arch} for m in extras],
+            "ensemble": [
+                {"path": str(m.path), "arch": m.info.arch, "copies_on_target": rate}
+                for m, rate in zip(extras, member_hit_rates, strict=True)
+            ],
             "eot": list(key.eot),
             "eot_samples": key.eot_samples,
             "ratio_jitter": key.ratio_jitter,
@@ -253,9 +262,10 @@ def _hardening_summary(key: Any, extras: Sequence[BaseModel]) -> dict[str, Any]:
 
 
 def _hit_rates(
-    encryptor: Any, base: BaseModel, mapping: Any, result: Any, stored: torch.Tensor
-) -> tuple[list[float], list[float]]:
-    """Per image: share of perturbed copies classified as their target; written image predicted as a target.
+    encryptor: Any, models: Sequence[torch.nn.Module], mapping: Any, result: Any, stored: torch.Tensor
+) -> tuple[list[float], list[float], list[list[float]]]:
+    """Per image: share of copies on target for ``models[0]`` (the base), written image predicted as a
+    target by the base, and share of copies on target for each further model (ensemble members).
 
     Shape:
         result.copies: (n, k, 1, H, W); stored: (n, 1, H, W).
@@ -267,8 +277,13 @@ def _hit_rates(
     with torch.no_grad():  # windows of the original images, as during PGD
         copy_inputs = mapping.select(torch.arange(n).repeat_interleave(k))(copies)
         image_inputs = mapping(stored)
-    copy_pred = predict(base.model, copy_inputs, device=encryptor.device).argmax(1).view(n, k)
-    image_pred = predict(base.model, image_inputs, device=encryptor.device).argmax(1)
-    on_target = (copy_pred == result.targets).float().mean(dim=1)
+    on_target = [
+        (predict(model, copy_inputs, device=encryptor.device).argmax(1).view(n, k) == result.targets)
+        .float()
+        .mean(dim=1)
+        .tolist()
+        for model in models
+    ]
+    image_pred = predict(models[0], image_inputs, device=encryptor.device).argmax(1)
     any_target = (image_pred[:, None] == result.targets).any(dim=1).float()
-    return on_target.tolist(), any_target.tolist()
+    return on_target[0], any_target.tolist(), on_target[1:]

@@ -40,10 +40,23 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     result = _run("encrypt-dataset", manifest, "--model", root / "base.pt", "--key", root / "key.json",
                   "--out", root / "enc", "--device", "cpu")  # fmt: skip
     assert result.exit_code == 0, result.output
-    summary = encrypt_dataset(
-        manifest, root / "base.pt", root / "hard.json", root / "hard", device="cpu", extra_models=[root / "member.pt"]
-    )
-    assert summary["hardening"]["ensemble"][0]["arch"] == "preresnet20"
+    result = _run("encrypt-dataset", manifest, "--model", root / "base.pt", "--key", root / "hard.json",
+                  "--out", root / "hard", "--device", "cpu", "--extra-model", root / "member.pt")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ensemble member preresnet20" in result.output
+    summary = json.loads((root / "hard" / "summary.json").read_text())
+    member = summary["hardening"]["ensemble"][0]
+    assert member["arch"] == "preresnet20" and 0.0 <= member["copies_on_target"] <= 1.0
+    if summary["base_model_hit_rate"]["copies_on_target"] < 0.9:  # 4 EOT steps rarely reach the targets
+        assert "raise the key's PGD steps" in result.output
+    bad = _run("encrypt-dataset", manifest, "--model", root / "base.pt", "--key", root / "hard.json",
+               "--out", root / "bad", "--device", "cpu", "--extra-model", manifest)  # fmt: skip
+    assert bad.exit_code == 2 and "manifest.csv" in bad.output and not (root / "bad").exists(), bad.output
+    same = encrypt_dataset(
+        manifest, root / "base.pt", root / "hard.json", root / "hard2", device="cpu", extra_models=[root / "member.pt"]
+    )  # the library call and the command agree (the key's seed fixes every random draw)
+    assert same["hardening"] == summary["hardening"]
+    assert same["base_model_hit_rate"] == summary["base_model_hit_rate"]
     assert summary["hardening"]["flip_consistent_layout"] and summary["hardening"]["eot"] == ["flip", "crop", "jpeg"]
     return {"root": root, "manifest": manifest}
 

@@ -16,6 +16,7 @@ PresetOption = Annotated[
     str | None, typer.Option("--preset", help="Shipped config: 'paper' (the paper's MRI setting) or 'quick' (CPU).")
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+LOW_HIT_RATE = 0.9  # encrypt-dataset warns below this share of perturbed copies on target
 
 
 @contextlib.contextmanager
@@ -85,6 +86,14 @@ def encrypt_dataset_command(
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
     batch_size: Annotated[int, typer.Option(help="PGD samples per batch (images x targets).")] = 64,
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
+    extra_model: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--extra-model",
+            help="Hardening: another trained base model (same classes, --size and --window) attacked together "
+            "with --model as an ensemble, so the perturbation carries to more architectures. Repeatable.",
+        ),
+    ] = None,
     force: ForceOption = False,
 ) -> None:
     """Encrypt every slice (train and test) with its true label; write slices, manifest.csv and summary.json."""
@@ -105,6 +114,7 @@ def encrypt_dataset_command(
             precision=precision,
             force=force,
             on_progress=lambda done, total: bars.update(task, completed=done, total=total),
+            extra_models=extra_model or (),
         )
     for w in caught:
         warn(str(w.message))
@@ -129,7 +139,16 @@ def print_encryption_summary(summary: dict[str, Any], out: Path) -> None:
         f"base model: perturbed copies on their target {hit['copies_on_target']:.1%}; "
         f"written images predicted as one of their targets {hit['written_image_predicted_as_a_target']:.1%}"
     )
+    for member in summary.get("hardening", {}).get("ensemble", []):
+        typer.echo(
+            f"ensemble member {member['arch']} ({member['path']}): copies on target {member['copies_on_target']:.1%}"
+        )
     typer.echo(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
+    if hit["copies_on_target"] < LOW_HIT_RATE:
+        warn(
+            f"only {hit['copies_on_target']:.0%} of the perturbed copies reach their target on the base model: "
+            "the planted features are weak; raise the key's PGD steps (keygen --steps), most of all with hardening"
+        )
 
 
 def parse_archs(text: str) -> list[str]:
