@@ -131,6 +131,11 @@ def test_security_eval_on_hardened_data_compared_with_plain(data) -> None:
     assert report["compared_with"]["table"]["undefended"] == old["table"]["undefended"]
     md = (out / "report.md").read_text()
     assert "flip-consistent" in md and "## Compared with" in md and "| undefended | " in md.split("## Compared")[1]
+    assert "`security_compare.png`" in md and not (before / "security_compare.png").exists()
+    from PIL import Image
+
+    with Image.open(out / "security_compare.png") as chart:  # one panel per thief architecture, both sides
+        assert chart.format == "PNG" and chart.height > chart.width / 3
     bad = _run(
         "security-eval", "--clean", data["manifest"], "--encrypted", root / "hard" / "manifest.csv",
         "--model", root / "base.pt", "--key", root / "hard.json", "--out", root / "x", "--defenses", "rotate",

@@ -144,12 +144,16 @@ def markdown(report: dict[str, Any]) -> str:
             comparison_table(report),
             "",
         ]
-    parts += [f"Charts: `security_heatmap.png`, `security_bars.png`. Run time {report['seconds']:.0f} s.", ""]
+    charts = "`security_heatmap.png`, `security_bars.png`" + (
+        ", `security_compare.png`" if report.get("compared_with") else ""
+    )
+    parts += [f"Charts: {charts}. Run time {report['seconds']:.0f} s.", ""]
     return "\n".join(parts)
 
 
 def write_security_report(report: dict[str, Any], folder: Path) -> None:
-    """Write ``report.md``, ``security_heatmap.png`` and ``security_bars.png`` into ``folder``."""
+    """Write ``report.md``, ``security_heatmap.png``, ``security_bars.png`` and, with an earlier report to
+    compare with, ``security_compare.png`` into ``folder``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -184,4 +188,45 @@ def write_security_report(report: dict[str, Any], folder: Path) -> None:
     ax.legend(fontsize=7, ncols=len(archs) + 1, loc="upper left")
     fig.tight_layout()
     fig.savefig(folder / "security_bars.png")
+    plt.close(fig)
+    if report.get("compared_with"):
+        _comparison_chart(report, folder / "security_compare.png")
+
+
+def _psnr_text(fidelity: dict[str, Any] | None) -> str:
+    window = (fidelity or {}).get("model_input_window")
+    return "PSNR n/a" if not window else f"PSNR {window['psnr_db_mean']:.1f} dB, SSIM {window['ssim_mean']:.3f}"
+
+
+def _comparison_chart(report: dict[str, Any], path: Path) -> None:
+    """Before / after bars per thief architecture, the fidelity of each side in the legend."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    before = report["compared_with"]
+    rows = [r for r in report["rows"] if r in before["table"]]
+    archs = [a for a in report["archs"] if any(a in before["table"][r] for r in rows)]
+    if not rows or not archs:
+        return
+    fig, axes = plt.subplots(
+        len(archs), 1, figsize=(3.2 + 0.55 * len(rows), 2.6 * len(archs)), dpi=120, sharex=True, squeeze=False
+    )
+    x = np.arange(len(rows))
+    sides = (
+        (f"before ({_psnr_text(before.get('fidelity'))})", before["table"], "#9e9e9e"),
+        (f"after ({_psnr_text(report['fidelity'])})", report["table"], "#1f77b4"),
+    )
+    for ax, arch in zip(axes[:, 0], archs, strict=True):
+        for i, (label, table, color) in enumerate(sides):
+            values = [table[r].get(arch, {}).get("original_test", np.nan) for r in rows]
+            bars = ax.bar(x + (i - 0.5) * 0.4, values, 0.4, label=label, color=color)
+            ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.0%}" for v in values], fontsize=6)
+        ax.axhline(report["chance"], color="grey", linestyle="--", linewidth=1)
+        ax.set_ylim(0, 1.15)
+        ax.set_ylabel(f"{arch}\naccuracy on originals", fontsize=8)
+        ax.legend(fontsize=6, loc="upper left", ncols=2)
+    axes[-1, 0].set_xticks(x, rows, rotation=40, ha="right", fontsize=7)
+    axes[0, 0].set_title("thief's accuracy on original test images: before / after (lower protects more)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
     plt.close(fig)
