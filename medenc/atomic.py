@@ -73,6 +73,7 @@ def atomic_directory(path: str | Path, *, force: bool = False) -> Iterator[Path]
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
+        tmp.chmod(_mkdir_mode())  # mkdtemp makes 0700; the result gets the mode a plain mkdir would give
         if path.exists():
             old = path.with_name(f".{path.name}.old-{os.getpid()}")
             os.replace(path, old)
@@ -83,3 +84,10 @@ def atomic_directory(path: str | Path, *, force: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _mkdir_mode() -> int:
+    """The mode ``os.mkdir`` gives a new folder under the current umask."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o777 & ~mask
