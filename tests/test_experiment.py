@@ -156,3 +156,25 @@ def test_key_readable_by_others_warns(pipeline, tmp_path: Path) -> None:
                   "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "readable by others" in result.output
+
+
+@pytest.mark.parametrize("eot", [[], ["jpeg"]])
+def test_low_hit_rate_warns_unless_eot_explains_it(eot: list[str], tmp_path: Path, capsys) -> None:
+    from medenc.cli.experiment import print_encryption_summary
+
+    summary = {
+        "slices": 3, "seconds": 1.0, "device": "cpu", "combiner": "hconcat", "key_fingerprint": "0" * 16,
+        "pgd": {"norm": "l2", "eps": 2.0, "steps": 5},
+        "fidelity_native_units": {n: {"mean": 30.0, "min": 29.0, "max": 99.0} for n in ("psnr_db", "ssim", "linf")},
+        "base_model_hit_rate": {"copies_on_target": 0.4, "written_image_predicted_as_a_target": 0.5},
+    }  # fmt: skip
+    if eot:
+        summary["hardening"] = {"eot": eot, "ensemble": []}
+    print_encryption_summary(summary, tmp_path)
+    out, err = capsys.readouterr()
+    assert "copies on their target 40.0%" in out
+    assert ("raise the key's PGD steps" in err) == (not eot) and ("understates them" in out) == bool(eot)
+    summary["base_model_hit_rate"]["copies_on_target"] = 0.95
+    print_encryption_summary(summary, tmp_path)
+    out, err = capsys.readouterr()
+    assert "PGD steps" not in err and "understates" not in out

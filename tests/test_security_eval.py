@@ -47,8 +47,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     summary = json.loads((root / "hard" / "summary.json").read_text())
     member = summary["hardening"]["ensemble"][0]
     assert member["arch"] == "preresnet20" and 0.0 <= member["copies_on_target"] <= 1.0
-    if summary["base_model_hit_rate"]["copies_on_target"] < 0.9:  # 4 EOT steps rarely reach the targets
-        assert "raise the key's PGD steps" in result.output
+    if summary["base_model_hit_rate"]["copies_on_target"] < 0.9:  # EOT: the plain hit rate understates the copies
+        assert "understates them" in result.output and "raise the key's PGD steps" not in result.output
     bad = _run("encrypt-dataset", manifest, "--model", root / "base.pt", "--key", root / "hard.json",
                "--out", root / "bad", "--device", "cpu", "--extra-model", manifest)  # fmt: skip
     assert bad.exit_code == 2 and "manifest.csv" in bad.output and not (root / "bad").exists(), bad.output

@@ -144,10 +144,17 @@ def print_encryption_summary(summary: dict[str, Any], out: Path) -> None:
             f"ensemble member {member['arch']} ({member['path']}): copies on target {member['copies_on_target']:.1%}"
         )
     typer.echo(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
-    if hit["copies_on_target"] < LOW_HIT_RATE:
+    if hit["copies_on_target"] >= LOW_HIT_RATE:
+        return
+    if summary.get("hardening", {}).get("eot"):
+        typer.echo(
+            "note: with EOT the copies are optimised for randomly transformed views, so the hit rate on the "
+            "untransformed copies understates them; measure the protection with `medenc security-eval`"
+        )
+    else:
         warn(
             f"only {hit['copies_on_target']:.0%} of the perturbed copies reach their target on the base model: "
-            "the planted features are weak; raise the key's PGD steps (keygen --steps), most of all with hardening"
+            "the planted features are weak; raise the key's PGD steps (keygen --steps)"
         )
 
 
