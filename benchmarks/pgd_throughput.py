@@ -3,7 +3,7 @@
 Both attack the same model (random weights, eval mode) on the same inputs with the same targets, eps,
 step and number of steps, no random start. torchattacks gets the model as built (fp32, default
 layout: how a user would call it); medenc gets its own fast path: the frozen copy made by
-``medenc.pgd.attack_model`` (``--plain``: the model as built), the chosen ``--precision`` and
+``medenc.core.fast_model.attack_model`` (``--plain``: the model as built), the chosen ``--precision`` and
 optionally ``torch.compile``. Timed runs alternate between the two and the best of ``--repeats`` is
 reported (the median too), after one untimed warm-up run each (the compile time is reported on its own).
 
@@ -31,9 +31,9 @@ from torch import nn
 
 
 def build(arch: str, classes: int) -> nn.Module:
-    """``medenc.models.build_model(arch)``; for resnet18 MONAI's network directly if that is missing."""
+    """``medenc.learn.models.build_model(arch)``; for resnet18 MONAI's network directly if that is missing."""
     try:
-        from medenc.models import build_model
+        from medenc.learn.models import build_model
     except ImportError:
         if arch != "resnet18":
             raise
@@ -128,7 +128,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=128, help="image height = width")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--arch", default="resnet18", help="a medenc.models architecture")
+    parser.add_argument("--arch", default="resnet18", help="a medenc.learn.models architecture")
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="medenc's autocast")
@@ -144,7 +144,8 @@ def main() -> None:
 
     import torchattacks
 
-    from medenc.pgd import attack_model, targeted_pgd
+    from medenc.core.fast_model import attack_model
+    from medenc.core.pgd import targeted_pgd
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@ training and test sets are then encrypted (``--combiner``, default basic) once p
 same key and inputs:
 
 - ``fp32-plain``: fp32, the model as trained (the reference);
-- ``fp32-fast``: fp32, the frozen copy of ``medenc.pgd.attack_model`` (what ``Encryptor`` uses);
+- ``fp32-fast``: fp32, the frozen copy of ``medenc.core.fast_model.attack_model`` (what ``Encryptor`` uses);
 - ``bf16-fast``: the same copy under bf16 autocast (the CUDA default of ``precision="auto"``);
 - ``bf16-fast-compile``, ``fp32-fast-compile``: plus ``torch.compile`` (meant for CUDA).
 
@@ -54,7 +54,7 @@ def digits(size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.T
 
 
 def fit(arch: str, x: torch.Tensor, y: torch.Tensor, seed: int, epochs: int, device: torch.device) -> nn.Module:
-    from medenc.models import build_model
+    from medenc.learn.models import build_model
 
     torch.manual_seed(seed)
     model = build_model(arch, in_channels=1, num_classes=10).to(device)
@@ -80,7 +80,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--arch", default="smallcnn", help="a medenc.models architecture (base and victims)")
+    parser.add_argument("--arch", default="smallcnn", help="a medenc.learn.models architecture (base and victims)")
     parser.add_argument("--size", type=int, default=8, help="resize the 8x8 digits to this size")
     parser.add_argument("--combiner", default="basic")
     parser.add_argument("--eps", type=float, default=1.5, help="L2 radius on the [0, 1] images")
@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from medenc import EncryptionKey, Encryptor
-    from medenc.key import PGDSettings
+    from medenc.core.key import PGDSettings
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -4,7 +4,7 @@ Generates ``--cases`` cases in memory (same labels, splits and cases as ``medenc
 seed), takes each case's largest-tumour axial slice (argmax over the axial index of the mask voxel
 count), windows it to [0, 1] (0.5-99.5 percentiles) and trains, on CPU, a MONAI ResNet-18
 (``resnet18(spatial_dims=2, n_input_channels=1, num_classes=5, conv1_t_stride=2)``: the ImageNet stem
-that ``medenc.models`` uses; ``--stem monai`` for MONAI's default stride-1 stem, 4x the compute) and a
+that ``medenc.learn.models`` uses; ``--stem monai`` for MONAI's default stride-1 stem, 4x the compute) and a
 small plain CNN, printing clean test accuracy. The target at difficulty "paper" is roughly 70-90%
 (the paper's base classifier: 79.9%).
 
@@ -25,7 +25,7 @@ from torch import nn
 
 def slices(cases: int, seed: int, size: int, difficulty: str, balanced: bool) -> dict[str, np.ndarray]:
     """Largest-tumour axial slices (N, size, size) float32 in [0, 1], labels, splits and sites."""
-    from medenc.synth import CLASSES, case_rng, generate_case, plan_cases
+    from medenc.synth.generate import CLASSES, case_rng, generate_case, plan_cases
 
     images, labels, test, sites = [], [], [], []
     t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def main() -> None:
         data = slices(args.cases, args.seed, args.size, args.difficulty, args.balanced)
         if args.cache is not None:
             np.savez_compressed(args.cache, **data)
-    from medenc.synth import CLASSES
+    from medenc.synth.generate import CLASSES
 
     n_test = int(data["test"].sum())
     print(f"train {len(data['y']) - n_test}, test {n_test}, classes {np.bincount(data['y'], minlength=5)}")

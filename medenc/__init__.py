@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "EncryptionKey": "medenc.key",
-    "PGDSettings": "medenc.key",
-    "targeted_pgd": "medenc.pgd",
-    "combine": "medenc.combine",
-    "Encryptor": "medenc.encrypt",
+    "EncryptionKey": "medenc.core.key",
+    "PGDSettings": "medenc.core.key",
+    "targeted_pgd": "medenc.core.pgd",
+    "combine": "medenc.core.combine",
+    "Encryptor": "medenc.core.encrypt",
     "MedencError": "medenc.errors",
     "InputError": "medenc.errors",
 }
@@ -34,11 +34,11 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medenc.combine import combine
-    from medenc.encrypt import Encryptor
+    from medenc.core.combine import combine
+    from medenc.core.encrypt import Encryptor
+    from medenc.core.key import EncryptionKey, PGDSettings
+    from medenc.core.pgd import targeted_pgd
     from medenc.errors import InputError, MedencError
-    from medenc.key import EncryptionKey, PGDSettings
-    from medenc.pgd import targeted_pgd
 
 
 def __getattr__(name: str) -> Any:

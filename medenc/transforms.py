@@ -30,10 +30,10 @@ from monai.data import ImageReader, MetaTensor
 from monai.transforms import MapTransform, Transform
 from monai.utils import ensure_tuple
 
-from medenc.encrypt import Encryptor
+from medenc.core.encrypt import Encryptor
+from medenc.core.slices import largest_tumor_slice
 from medenc.io import Volume, read_image, write_like
 from medenc.io.volume import invert_ornt
-from medenc.slices import largest_tumor_slice
 
 logger = logging.getLogger(__name__)
 
@@ -179,12 +179,12 @@ def _as_labels(label: Any, count: int) -> list[Any]:
 
 
 class AdversarialEncrypt(Transform):
-    """Encrypt channel-first 2D images with their true class (thin over :class:`medenc.encrypt.Encryptor`).
+    """Encrypt channel-first 2D images with their true class (thin over :class:`medenc.core.encrypt.Encryptor`).
 
     Args:
         model: the base classifier.
-        key: the :class:`medenc.key.EncryptionKey`.
-        preprocess: the model's :class:`medenc.preprocess.Preprocess` (native -> model input);
+        key: the :class:`medenc.core.key.EncryptionKey`.
+        preprocess: the model's :class:`medenc.core.mapping.Preprocess` (native -> model input);
             PGD runs on the native values through it.
         device: PGD device (``None``: CUDA if available).
         batch_size: PGD samples per call.

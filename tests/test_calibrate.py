@@ -24,8 +24,8 @@ def _run(*args: object) -> object:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     """Data, a base model, and one calibration run over eps 0.5 and 1.5 (one victim)."""
-    from medenc.prepare import prepare_dataset
-    from medenc.synth import write_dataset
+    from medenc.experiment.prepare import prepare_dataset
+    from medenc.synth.generate import write_dataset
 
     root = tmp_path_factory.mktemp("calibrate")
     studies = write_dataset(root / "studies", 40, seed=5, size=32, fmt="nifti", balanced=True)
@@ -103,8 +103,8 @@ def test_report_files_and_figures(setup) -> None:
 
 
 def test_matches_encrypt_dataset_and_evaluate_run_separately(setup, tmp_path: Path) -> None:
-    from medenc.checkpoint import load_checkpoint
-    from medenc.key import EncryptionKey, PGDSettings
+    from medenc.core.key import EncryptionKey, PGDSettings
+    from medenc.learn.checkpoint import load_checkpoint
 
     _, info = load_checkpoint(setup["model"])
     key = EncryptionKey.generate(
@@ -153,7 +153,7 @@ def test_matches_encrypt_dataset_and_evaluate_run_separately(setup, tmp_path: Pa
 
 
 def test_written_key_has_the_recommended_settings_and_a_fresh_secret(setup) -> None:
-    from medenc.key import EncryptionKey
+    from medenc.core.key import EncryptionKey
 
     path = setup["root"] / "recommended.json"
     key = EncryptionKey.load(path)
@@ -229,9 +229,9 @@ def test_bad_grids_and_floors_are_rejected(setup, tmp_path: Path, args, message)
 
 
 def test_budget_takes_a_stratified_subset(setup, tmp_path: Path, monkeypatch) -> None:
-    from medenc import calibrate_plan
-    from medenc.calibrate import CalibrationSettings
-    from medenc.evaluate import TrainSettings
+    from medenc.calibrate import plan as calibrate_plan
+    from medenc.calibrate.run import CalibrationSettings
+    from medenc.experiment.evaluate import TrainSettings
 
     def fake_costs(inputs, settings, rows):
         return {"pgd_per_slice": 1.0, "train_per_sample_epoch": {"smallcnn": 1.0}, "probe_seconds": 0.0}
@@ -259,10 +259,10 @@ def test_budget_takes_a_stratified_subset(setup, tmp_path: Path, monkeypatch) ->
 
 
 def test_a_given_key_keeps_its_correspondence_with_the_grid_eps(setup, tmp_path: Path) -> None:
-    from medenc import calibrate_plan
-    from medenc.calibrate import CalibrationSettings
-    from medenc.checkpoint import load_checkpoint
-    from medenc.key import EncryptionKey, PGDSettings
+    from medenc.calibrate import plan as calibrate_plan
+    from medenc.calibrate.run import CalibrationSettings
+    from medenc.core.key import EncryptionKey, PGDSettings
+    from medenc.learn.checkpoint import load_checkpoint
 
     _, info = load_checkpoint(setup["model"])
     mine = EncryptionKey.generate(info.classes, "hconcat", seed=11, ratio=(0.3, 0.7),

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from medenc.calibrate import check_grid, parse_grid, recommend
-from medenc.calibrate_report import reference_comparison
+from medenc.calibrate.report import reference_comparison
+from medenc.calibrate.run import check_grid, parse_grid, recommend
 from medenc.errors import InputError
 
 FLOORS = {"target_orig_acc": 0.35, "min_psnr": 40.0, "min_ssim": 0.98}
@@ -105,7 +105,7 @@ def test_grid_is_sorted() -> None:
 
 
 def test_settings_validation_rejects_bad_floors() -> None:
-    from medenc.calibrate import CalibrationSettings
+    from medenc.calibrate.run import CalibrationSettings
 
     for bad, message in (
         ({"target_orig_acc": 0.0}, "target-orig-acc"),
@@ -124,7 +124,7 @@ def test_settings_validation_rejects_bad_floors() -> None:
 
 
 def test_report_writer_on_a_hand_made_report(tmp_path: Path) -> None:
-    from medenc.calibrate_report import write_report
+    from medenc.calibrate.report import write_report
 
     def row(eps: float, acc: float, psnr: float) -> dict:
         victims = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medenc.combine import basic, combine, cutmix, hconcat, left_mask, mixup, mixup_concat
+from medenc.core.combine import basic, combine, cutmix, hconcat, left_mask, mixup, mixup_concat
 
 
 @pytest.mark.parametrize("width", [1, 2, 7, 31, 32, 320])

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from medenc.dataset import load_images, load_slice, read_manifest, sort_class_names
+from medenc.core.mapping import Preprocess
 from medenc.errors import InputError
-from medenc.preprocess import Preprocess
+from medenc.experiment.dataset import load_images, load_slice, read_manifest, sort_class_names
 
 
 def write_slice(path: Path, array: np.ndarray) -> None:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from medenc import EncryptionKey, Encryptor
-from medenc.key import PGDSettings
+from medenc.core.key import PGDSettings
 
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 

@@ -22,9 +22,9 @@ import torch
 from typer.testing import CliRunner
 
 from medenc.cli import app
+from medenc.core.slices import largest_tumor_slice, tumor_slices
 from medenc.errors import InputError
 from medenc.io import read_image, read_mask
-from medenc.slices import largest_tumor_slice, tumor_slices
 from tests.test_io_support import TEST_FILES, make_series
 
 runner = CliRunner()
@@ -62,11 +62,11 @@ def _checksums(*roots: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A tiny synthetic data set (DICOM + NIfTI + masks), a random smallcnn checkpoint and keys."""
-    from medenc.checkpoint import ModelInfo, save_checkpoint
-    from medenc.key import EncryptionKey, PGDSettings
-    from medenc.models import build_model
-    from medenc.preprocess import Preprocess
-    from medenc.synth import write_dataset
+    from medenc.core.key import EncryptionKey, PGDSettings
+    from medenc.core.mapping import Preprocess
+    from medenc.learn.checkpoint import ModelInfo, save_checkpoint
+    from medenc.learn.models import build_model
+    from medenc.synth.generate import write_dataset
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny tensors: one thread is much faster on a shared machine
@@ -219,7 +219,7 @@ def test_largest_slice_of_a_dicom_study(env: dict[str, Any], tmp_path: Path) -> 
 
 @pytest.mark.parametrize(("mode", "only_selected"), [("tumor", False), ("all", False), ("tumor", True)])
 def test_slice_modes(env: dict[str, Any], tmp_path: Path, mode: str, only_selected: bool) -> None:
-    from medenc.encrypt_study import encrypt_study
+    from medenc.study.encrypt import encrypt_study
 
     case = _case(env, 1)
     volume = read_image(case["dicom"])
@@ -400,7 +400,7 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(env: dict[str, Any], tmp
 
 
 def test_library_errors_are_input_errors(env: dict[str, Any], tmp_path: Path) -> None:
-    from medenc.encrypt_study import encrypt_study
+    from medenc.study.encrypt import encrypt_study
 
     case = _case(env)
     with pytest.raises(InputError, match="not one of the model's classes"):
@@ -408,7 +408,7 @@ def test_library_errors_are_input_errors(env: dict[str, Any], tmp_path: Path) ->
 
 
 def test_an_interrupted_run_leaves_no_half_output(env: dict[str, Any], tmp_path: Path, monkeypatch: Any) -> None:
-    import medenc.encrypt_study as module
+    import medenc.study.encrypt as module
 
     case = _case(env)
     assert _encrypt(env, case["dicom"], tmp_path / "out", "--slices", "all").exit_code == 0
@@ -517,7 +517,7 @@ def test_batch_with_a_bad_case_then_resumed(env: dict[str, Any], tmp_path: Path)
 
 
 def test_batch_file_errors(env: dict[str, Any], tmp_path: Path) -> None:
-    from medenc.encrypt_study_batch import read_batch
+    from medenc.study.batch import read_batch
 
     (tmp_path / "a.csv").write_text("case_id,image\nx,y\n")
     with pytest.raises(InputError, match="missing column"):
@@ -543,7 +543,7 @@ def test_batch_file_errors(env: dict[str, Any], tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_cuda_runs_a_study_in_one_batched_call(env: dict[str, Any], tmp_path: Path) -> None:
-    from medenc.encrypt_study import encrypt_study
+    from medenc.study.encrypt import encrypt_study
 
     case = _case(env)
     report = encrypt_study(

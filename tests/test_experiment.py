@@ -30,7 +30,7 @@ def _checksums(folder: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Run the whole chain once on a tiny synthetic set; tests inspect the outputs."""
-    from medenc.synth import write_dataset
+    from medenc.synth.generate import write_dataset
 
     root = tmp_path_factory.mktemp("experiment")
     studies = write_dataset(root / "studies", 15, seed=3, size=32, fmt="both", balanced=True)
@@ -160,7 +160,7 @@ def test_key_readable_by_others_warns(pipeline, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("eot", [[], ["jpeg"]])
 def test_low_hit_rate_warns_unless_eot_explains_it(eot: list[str], tmp_path: Path, capsys) -> None:
-    from medenc.cli.experiment import print_encryption_summary
+    from medenc.cli._common import print_encryption_summary
 
     summary = {
         "slices": 3, "seconds": 1.0, "device": "cpu", "combiner": "hconcat", "key_fingerprint": "0" * 16,

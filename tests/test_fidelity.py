@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from medenc.fidelity import change_norms, fidelity_table, psnr, ssim, summarize
+from medenc.core.fidelity import change_norms, fidelity_table, psnr, ssim, summarize
 
 
 def test_psnr_hand_computed() -> None:

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from medenc import EncryptionKey, Encryptor
-from medenc.combine import combine, hconcat_mirror
-from medenc.errors import KeyFileError
-from medenc.harden import (
+from medenc.core.combine import combine, hconcat_mirror
+from medenc.core.harden import (
     EnsembleModel,
     EOTModel,
     differentiable_jpeg,
@@ -18,7 +17,8 @@ from medenc.harden import (
     jitter_ratios,
     random_shift,
 )
-from medenc.key import PGDSettings
+from medenc.core.key import PGDSettings
+from medenc.errors import KeyFileError
 from medenc.security.defenses import jpeg
 from tests.conftest import tiny_cnn
 

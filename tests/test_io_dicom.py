@@ -10,9 +10,10 @@ import numpy as np
 import pydicom
 import pytest
 
+from medenc.core.slices import largest_tumor_slice
 from medenc.errors import InputError, OutputExistsError
-from medenc.io import UnevenSpacingWarning, encrypt_volume, read_image, read_mask, write_like
-from medenc.slices import largest_tumor_slice
+from medenc.io import UnevenSpacingWarning, read_image, read_mask, write_like
+from medenc.study.encrypt import encrypt_volume
 from tests.test_io_support import (
     SMALL_INPUT,
     TEST_FILES,

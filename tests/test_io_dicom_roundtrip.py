@@ -17,8 +17,9 @@ import pytest
 import torch
 
 from medenc.errors import InputError
-from medenc.io import encrypt_volume, read_image, write_like
+from medenc.io import read_image, write_like
 from medenc.io.dicom_write import DERIVED_CHANGES, META_CHANGES
+from medenc.study.encrypt import encrypt_volume
 from tests.test_io_support import (
     DATA_STORE,
     SMALL_INPUT,

@@ -11,9 +11,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from medenc.core.slices import largest_tumor_slice
 from medenc.errors import InputError, OutputExistsError
-from medenc.io import encrypt_volume, read_image, write_like
-from medenc.slices import largest_tumor_slice
+from medenc.io import read_image, write_like
+from medenc.study.encrypt import encrypt_volume
 from tests.test_io_support import SMALL_INPUT, tiny_encryptor
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from medenc.encrypt import Encryptor
-from medenc.io import encrypt_volume, read_image, write_like
-from medenc.key import EncryptionKey, PGDSettings
-from medenc.preprocess import Preprocess
+from medenc.core.encrypt import Encryptor
+from medenc.core.key import EncryptionKey, PGDSettings
+from medenc.core.mapping import Preprocess
+from medenc.io import read_image, write_like
+from medenc.study.encrypt import encrypt_volume
 from tests.test_io_support import make_series
 
 SLOPE, INTERCEPT = 2.5, -100.0  # one stored unit = 2.5 native units

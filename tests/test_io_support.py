@@ -12,9 +12,9 @@ import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medenc.encrypt import Encryptor
-from medenc.key import EncryptionKey, PGDSettings
-from medenc.preprocess import Preprocess
+from medenc.core.encrypt import Encryptor
+from medenc.core.key import EncryptionKey, PGDSettings
+from medenc.core.mapping import Preprocess
 
 TEST_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
 DATA_STORE = Path(__import__("data_store").__file__).parent / "data"

@@ -8,8 +8,8 @@ import stat
 
 import pytest
 
+from medenc.core.key import COMBINER_TARGETS, EncryptionKey, PGDSettings
 from medenc.errors import KeyFileError, OutputExistsError
-from medenc.key import COMBINER_TARGETS, EncryptionKey, PGDSettings
 
 CLASSES = ["meningioma", "chordoma", "schwannoma", "pituitary_adenoma", "craniopharyngioma"]
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from medenc.errors import InputError
-from medenc.models import ARCHITECTURES, PreResNet, build_model, count_parameters
+from medenc.learn.models import ARCHITECTURES, PreResNet, build_model, count_parameters
 
 # trainable parameters for 1 input channel and 5 classes (a wrong depth/width changes these)
 EXPECTED_PARAMETERS = {

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from medenc.pgd import project, targeted_pgd
+from medenc.core.pgd import project, targeted_pgd
 from tests.conftest import tiny_cnn
 
 

@@ -10,9 +10,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from medenc import EncryptionKey, Encryptor
-from medenc.key import PGDSettings
-from medenc.models import build_model
-from medenc.pgd import _FoldConv2d, attack_model, targeted_pgd
+from medenc.core.fast_model import _FoldConv2d, attack_model
+from medenc.core.key import PGDSettings
+from medenc.core.pgd import targeted_pgd
+from medenc.learn.models import build_model
 from tests.conftest import tiny_cnn
 
 

@@ -158,11 +158,11 @@ def test_viewer_reads_answers_keeps_them_and_exports_a_scorable_csv(playwright, 
 
 
 def _brain_dataset(root: Path) -> tuple[Path, Path]:
-    """One synthetic brain slice per class (medenc.synth) as 2D NIfTI, for the documentation screenshot."""
+    """One synthetic brain slice per class (medenc.synth.generate) as 2D NIfTI, for the documentation screenshot."""
     import nibabel as nib
 
-    from medenc.synth import generate_case
-    from medenc.synth_tumors import CLASSES as SYNTH_CLASSES
+    from medenc.synth.generate import generate_case
+    from medenc.synth.tumors import CLASSES as SYNTH_CLASSES
 
     rows = []
     (root / "slices").mkdir(parents=True)

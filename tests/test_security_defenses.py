@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from medenc.errors import InputError
+from medenc.learn.train import fit
 from medenc.security.defenses import (
     Defence,
     bit_depth,
@@ -18,7 +19,6 @@ from medenc.security.defenses import (
     squeeze,
     untargeted_pgd,
 )
-from medenc.train import fit
 
 
 def test_jpeg_is_a_real_lossy_codec() -> None:

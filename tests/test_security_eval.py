@@ -19,8 +19,8 @@ def _run(*args: object) -> object:
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from medenc.encrypt_dataset import encrypt_dataset
-    from medenc.synth import write_dataset
+    from medenc.experiment.encrypt_dataset import encrypt_dataset
+    from medenc.synth.generate import write_dataset
 
     root = tmp_path_factory.mktemp("security")
     studies = write_dataset(root / "studies", 15, seed=5, size=32, fmt="nifti", balanced=True)

@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
+from medenc.core.key import EncryptionKey, PGDSettings
 from medenc.errors import InputError
-from medenc.key import EncryptionKey, PGDSettings
 from medenc.security.key_recovery import (
     class_candidates,
     count_correspondences,

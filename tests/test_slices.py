@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import pytest
 import torch
 
+from medenc.core.slices import largest_tumor_slice, select_slices, tumor_area_per_slice, tumor_slices
 from medenc.errors import InputError
-from medenc.slices import largest_tumor_slice, select_slices, tumor_area_per_slice, tumor_slices
 
 
 def test_largest_slice_along_each_axis() -> None:
@@ -53,13 +51,3 @@ def test_select_slices_modes() -> None:
     assert select_slices(mask, "all") == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="mode"):
         select_slices(mask, "some")
-
-
-def test_slices_module_imports_no_io_or_monai() -> None:
-    code = (
-        "import sys, medenc.slices; bad = [m for m in ('monai', 'pydicom', 'nibabel') if m in sys.modules]; print(bad)"
-    )
-    import subprocess
-
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"

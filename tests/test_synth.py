@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medenc import synth
 from medenc.errors import InputError
-from medenc.synth_tumors import CLASSES
+from medenc.synth import generate as synth
+from medenc.synth.tumors import CLASSES
 
 SIZE = 48
 
@@ -143,7 +143,7 @@ def test_class_counts() -> None:
 
 
 def test_size_320_geometry() -> None:
-    from medenc.synth_anatomy import output_grid
+    from medenc.synth.anatomy import output_grid
 
     grid = output_grid(320)
     assert grid.n_slices == 90 and grid.spacing[0] == pytest.approx(0.75)

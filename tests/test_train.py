@@ -13,10 +13,10 @@ from sklearn.datasets import load_digits
 from torch.nn import functional
 from typer.testing import CliRunner
 
+from medenc.core.mapping import Preprocess
 from medenc.errors import InputError, OutputExistsError
-from medenc.models import build_model
-from medenc.preprocess import Preprocess
-from medenc.train import (
+from medenc.learn.models import build_model
+from medenc.learn.train import (
     CHECKPOINT_FORMAT,
     ModelInfo,
     accuracy,
@@ -227,7 +227,7 @@ def test_cli_train_writes_a_self_describing_checkpoint(slice_manifest: Path, tmp
     assert info.metrics["n_train"] == 112 and info.metrics["n_test"] == 38
     assert info.metrics["test_accuracy"] >= 0.8, info.metrics
     assert set(info.metrics["test_per_class_accuracy"]) == {"one", "two", "zero"}
-    from medenc.dataset import read_manifest
+    from medenc.experiment.dataset import read_manifest
 
     assert info.data_fingerprint == read_manifest(slice_manifest).fingerprint()
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 3)

@@ -12,7 +12,8 @@ import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, Orientationd
 
-from medenc.io import encrypt_volume, read_image
+from medenc.io import read_image
+from medenc.study.encrypt import encrypt_volume
 from medenc.transforms import (
     AdversarialEncrypt,
     AdversarialEncryptd,

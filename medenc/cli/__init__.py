@@ -1,22 +1,16 @@
 """medenc's command line: ``medenc --help`` lists the commands.
 
-Each command module registers itself on :data:`medenc.cli._app.app` when imported here.
+Each command module builds its own Typer sub-app; they are composed here onto the root app of
+:mod:`medenc.cli._app` (one-line errors, ``--version``). Their top-level imports stay light.
 """
 
 from __future__ import annotations
 
+from medenc.cli import calibrate, demo, encrypt_study, experiment, keygen, reader_study, security, synth, train
 from medenc.cli._app import app
 
-# command modules: importing registers their commands (keep their top-level imports light)
-from medenc.cli import keygen  # noqa: F401  isort: skip
-from medenc.cli import train  # noqa: F401  isort: skip
-from medenc.cli import reader_study  # noqa: F401  isort: skip
-from medenc.cli import experiment  # noqa: F401  isort: skip
-from medenc.cli import demo  # noqa: F401  isort: skip
-from medenc.cli import synth  # noqa: F401  isort: skip
-from medenc.cli import encrypt_study  # noqa: F401  isort: skip
-from medenc.cli import calibrate  # noqa: F401  isort: skip
-from medenc.cli import security  # noqa: F401  isort: skip
+for _commands in (keygen, train, reader_study, experiment, demo, synth, encrypt_study, calibrate, security):
+    app.add_typer(_commands.app)
 
 __all__ = ["app", "main"]
 

@@ -1,23 +1,17 @@
-"""The Typer application object and what every command shares.
+"""The root Typer application: one-line errors (exit 2) for :class:`MedencError`, ``--version``.
 
-Commands live in sibling modules (one per command group) that import :data:`app` and register on it.
-Heavy imports (torch, MONAI, pydicom) stay inside the command bodies so ``medenc --help`` is quick.
+Each command module builds its own sub-app; :mod:`medenc.cli` composes them with ``add_typer``.
 """
 
 from __future__ import annotations
 
-import sys
-from typing import Any, NoReturn
+from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
+from medenc.cli._common import report_error
 from medenc.errors import MedencError
-
-
-def _report(error: BaseException) -> NoReturn:
-    typer.echo(f"medenc: error: {error}", err=True)
-    raise typer.Exit(2)
 
 
 class MedencGroup(TyperGroup):
@@ -27,7 +21,7 @@ class MedencGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except MedencError as error:
-            _report(error)
+            report_error(error)
 
 
 app = typer.Typer(
@@ -41,20 +35,14 @@ app = typer.Typer(
 )
 
 
-def fail(message: str) -> NoReturn:
-    """Print ``message`` as a one-line user error on stderr and exit with status 2."""
-    _report(MedencError(message))
-
-
-def warn(message: str) -> None:
-    """Print a one-line warning on stderr."""
-    print(f"medenc: warning: {message}", file=sys.stderr)
-
-
-@app.callback()
+@app.callback(invoke_without_command=True)
 def _root(
+    ctx: typer.Context,
     version: bool = typer.Option(False, "--version", help="Print medenc's version and exit.", is_eager=True),
 ) -> None:
+    if not version and ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit(2)
     if version:
         from medenc import __version__
 

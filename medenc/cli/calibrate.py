@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app, warn
-from medenc.cli.experiment import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars
+from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, warn
+
+app = typer.Typer()
 
 
 @app.command("calibrate")
@@ -66,11 +67,11 @@ def calibrate_command(
     """
     from dataclasses import replace
 
-    from medenc.calibrate import CalibrationSettings, calibrate, parse_grid
+    from medenc.calibrate.run import CalibrationSettings, calibrate, parse_grid
     from medenc.config import load_config, pick
-    from medenc.encrypt_dataset import load_base_model
     from medenc.errors import OutputExistsError
-    from medenc.evaluate import TrainSettings
+    from medenc.experiment.evaluate import TrainSettings
+    from medenc.learn.checkpoint import load_base_model
 
     grid = parse_grid(eps)
     if write_key is not None and write_key.exists() and not force:
@@ -117,7 +118,7 @@ def calibrate_command(
             progress=bars,
             log=lambda line: bars.console.print(line) if bars.console.is_terminal else typer.echo(line, err=True),
         )
-    from medenc.calibrate_report import comparison_text, results_table
+    from medenc.calibrate.report import comparison_text, results_table
 
     typer.echo("")
     typer.echo(results_table(report))
@@ -132,7 +133,7 @@ def calibrate_command(
         if rec is None:
             warn(f"no setting met the floors, so no key was written to {write_key}")
             raise typer.Exit(1)
-        from medenc.key import EncryptionKey
+        from medenc.core.key import EncryptionKey
 
         if key is not None:
             base = EncryptionKey.load(key)

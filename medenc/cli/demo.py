@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app
-from medenc.cli.experiment import parse_archs, print_encryption_summary, print_evaluation, progress_bars
+from medenc.cli._common import parse_archs, print_encryption_summary, print_evaluation, progress_bars
+
+app = typer.Typer()
 
 
 @app.command("demo")
@@ -34,15 +35,15 @@ def demo(
     """
     import torch
 
-    from medenc.cli.train import train_with_progress
+    from medenc.cli._common import train_with_progress
     from medenc.config import load_config
-    from medenc.encrypt_dataset import encrypt_dataset
+    from medenc.core.key import EncryptionKey, PGDSettings
     from medenc.errors import OutputExistsError
-    from medenc.evaluate import TrainSettings, evaluate
-    from medenc.key import EncryptionKey, PGDSettings
-    from medenc.prepare import prepare_dataset
-    from medenc.synth import write_dataset
-    from medenc.train_manifest import TrainJob
+    from medenc.experiment.encrypt_dataset import encrypt_dataset
+    from medenc.experiment.evaluate import TrainSettings, evaluate
+    from medenc.experiment.prepare import prepare_dataset
+    from medenc.experiment.train import TrainJob
+    from medenc.synth.generate import write_dataset
 
     started = time.perf_counter()
     if preset is None:
@@ -93,7 +94,7 @@ def demo(
     )
 
     # 4. secret key (seeded here so the demo is reproducible; real keys use cryptographic randomness)
-    from medenc.checkpoint import load_checkpoint
+    from medenc.learn.checkpoint import load_checkpoint
 
     _, info = load_checkpoint(out / "base-model.pt")
     pgd = PGDSettings(

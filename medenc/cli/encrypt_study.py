@@ -7,7 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from medenc.cli._app import app, fail, warn
+from medenc.cli._common import fail, warn
+
+app = typer.Typer()
 
 
 @app.command("encrypt-study")
@@ -53,7 +55,7 @@ def encrypt_study_command(
     """
     import warnings
 
-    from medenc.cli.experiment import progress_bars
+    from medenc.cli._common import progress_bars
 
     if batch_size is not None and batch_size < 1:
         fail(f"--batch-size must be >= 1, got {batch_size}")
@@ -72,7 +74,7 @@ def encrypt_study_command(
         else:
             if label is None:
                 fail("--label is required: the study's diagnosis, a class of the model")
-            from medenc.encrypt_study import encrypt_study
+            from medenc.study.encrypt import encrypt_study
 
             with progress_bars() as bars:
                 bars.add_task(f"encrypting {study}", total=None)
@@ -114,7 +116,7 @@ def _run_batch(
     force: bool,
     bars: Any,
 ) -> dict[str, Any]:
-    from medenc.encrypt_study_batch import encrypt_batch, read_batch
+    from medenc.study.batch import encrypt_batch, read_batch
 
     task = bars.add_task("encrypting studies", total=len(read_batch(batch)))
 

@@ -2,47 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app, fail, warn
+from medenc.cli._common import (
+    ConfigOption,
+    ForceOption,
+    PresetOption,
+    fail,
+    parse_archs,
+    print_encryption_summary,
+    print_evaluation,
+    progress_bars,
+    warn,
+)
 
-ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file of option values; flags override it.")]
-PresetOption = Annotated[
-    str | None, typer.Option("--preset", help="Shipped config: 'paper' (the paper's MRI setting) or 'quick' (CPU).")
-]
-ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
-LOW_HIT_RATE = 0.9  # encrypt-dataset warns below this share of perturbed copies on target
-
-
-@contextlib.contextmanager
-def progress_bars() -> Iterator[Any]:
-    """A rich progress display on stderr (quiet when stderr is not a terminal)."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    console = Console(stderr=True)
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        yield progress
-
+app = typer.Typer()
 
 @app.command("prepare")
 def prepare(
@@ -57,7 +34,7 @@ def prepare(
     force: ForceOption = False,
 ) -> None:
     """Take the largest-tumor axial slice of every study into a 2D NIfTI slice data set + manifest.csv."""
-    from medenc.prepare import prepare_dataset, read_studies
+    from medenc.experiment.prepare import prepare_dataset, read_studies
 
     total = len(read_studies(studies))
     with progress_bars() as bars:
@@ -99,7 +76,7 @@ def encrypt_dataset_command(
     """Encrypt every slice (train and test) with its true label; write slices, manifest.csv and summary.json."""
     import warnings
 
-    from medenc.encrypt_dataset import encrypt_dataset
+    from medenc.experiment.encrypt_dataset import encrypt_dataset
 
     with progress_bars() as bars, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -119,48 +96,6 @@ def encrypt_dataset_command(
     for w in caught:
         warn(str(w.message))
     print_encryption_summary(summary, out)
-
-
-def print_encryption_summary(summary: dict[str, Any], out: Path) -> None:
-    """Print the fidelity and hit-rate lines of an encrypt-dataset summary."""
-    fid = summary["fidelity_native_units"]
-    hit = summary["base_model_hit_rate"]
-    typer.echo(
-        f"encrypted {summary['slices']} slices in {summary['seconds']:.1f} s on {summary['device']} "
-        f"({summary['combiner']}, {summary['pgd']['norm']} eps {summary['pgd']['eps']}, "
-        f"{summary['pgd']['steps']} steps; key {summary['key_fingerprint']})"
-    )
-    typer.echo(
-        f"fidelity: PSNR mean {fid['psnr_db']['mean']:.1f} dB (min {fid['psnr_db']['min']:.1f}), "
-        f"SSIM mean {fid['ssim']['mean']:.4f} (min {fid['ssim']['min']:.4f}), "
-        f"Linf max {fid['linf']['max']:.1f} native units"
-    )
-    typer.echo(
-        f"base model: perturbed copies on their target {hit['copies_on_target']:.1%}; "
-        f"written images predicted as one of their targets {hit['written_image_predicted_as_a_target']:.1%}"
-    )
-    for member in summary.get("hardening", {}).get("ensemble", []):
-        typer.echo(
-            f"ensemble member {member['arch']} ({member['path']}): copies on target {member['copies_on_target']:.1%}"
-        )
-    typer.echo(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
-    if hit["copies_on_target"] >= LOW_HIT_RATE:
-        return
-    if summary.get("hardening", {}).get("eot"):
-        typer.echo(
-            "note: with EOT the copies are optimised for randomly transformed views, so the hit rate on the "
-            "untransformed copies understates them; measure the protection with `medenc security-eval`"
-        )
-    else:
-        warn(
-            f"only {hit['copies_on_target']:.0%} of the perturbed copies reach their target on the base model: "
-            "the planted features are weak; raise the key's PGD steps (keygen --steps)"
-        )
-
-
-def parse_archs(text: str) -> list[str]:
-    """``"resnet18,vgg11"`` -> ``["resnet18", "vgg11"]``."""
-    return [a.strip() for a in str(text).split(",") if a.strip()]
 
 
 @app.command("evaluate")
@@ -186,7 +121,7 @@ def evaluate_command(
 ) -> None:
     """Train each architecture on encrypted data; test on encrypted and original images (paper Table 12)."""
     from medenc.config import load_config, pick
-    from medenc.evaluate import TrainSettings, evaluate
+    from medenc.experiment.evaluate import TrainSettings, evaluate
 
     settings = load_config(config, preset)
     archs = parse_archs(pick(arch, settings, "victims", "resnet18,densenet121,vgg11"))
@@ -204,20 +139,3 @@ def evaluate_command(
     print_evaluation(report, out)
 
 
-def print_evaluation(report: dict[str, Any], out: Path) -> None:
-    """Print the Table 12 layout and where the report is."""
-    from medenc.report import table12
-
-    typer.echo("")
-    typer.echo(table12(report))
-    typer.echo(
-        f"\nchance level {report['chance']:.0%}; report: {out / 'results.json'}, {out / 'report.md'}, "
-        f"{out / 'accuracy.png'}"
-    )
-    weak = [a for a, r in report["architectures"].items() if r["encrypted_test"] - r["original_test"] < 0.30]
-    if weak:
-        warn(
-            f"models trained on encrypted data lost less than 30 points on original images for: {', '.join(weak)}; "
-            "see docs/evaluation.md for why (an architecture other than the base model's, task too easy for "
-            "robust features, eps too small, few PGD steps)"
-        )

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app, fail
+from medenc.cli._common import fail
+
+app = typer.Typer()
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file of option values; flags override it.")]
 PresetOption = Annotated[
@@ -73,7 +75,7 @@ def keygen(
     fingerprint only.
     """
     from medenc.config import load_config, pick
-    from medenc.key import EncryptionKey, PGDSettings
+    from medenc.core.key import EncryptionKey, PGDSettings
 
     settings = load_config(config, preset)
     if (classes is None) == (from_ is None):
@@ -122,10 +124,10 @@ def _classes_from(path: Path) -> list[str]:
     if not path.exists():
         raise InputError("file not found", path)
     if path.suffix == ".csv":
-        from medenc.dataset import read_manifest
+        from medenc.experiment.dataset import read_manifest
 
         return list(read_manifest(path).classes)
-    from medenc.train import load_checkpoint
+    from medenc.learn.train import load_checkpoint
 
     _, info = load_checkpoint(path, map_location="cpu")
     return list(info.classes)

@@ -7,7 +7,9 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app, warn
+from medenc.cli._common import warn
+
+app = typer.Typer()
 
 reader_study = typer.Typer(
     name="reader-study",

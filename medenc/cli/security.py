@@ -7,8 +7,9 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app, warn
-from medenc.cli.experiment import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars
+from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, warn
+
+app = typer.Typer()
 
 
 @app.command("security-eval")

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._app import app
+app = typer.Typer()
+
 
 
 @app.command("synth")
@@ -31,7 +32,7 @@ def synth(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from medenc import synth as lib
+    from medenc.synth import generate as lib
 
     # validate everything before any work or output
     lib.check_args(cases, seed, size, fmt, difficulty)

@@ -7,9 +7,11 @@ from typing import Annotated, Any
 
 import typer
 
-from medenc.cli._app import app, warn
+from medenc.cli._common import train_with_progress
 from medenc.config import SHARED_KEYS
 from medenc.errors import InputError
+
+app = typer.Typer()
 
 # option name -> (type, default); a --config YAML may set any of these, flags given override it
 DEFAULTS: dict[str, tuple[type, Any]] = {
@@ -172,7 +174,7 @@ def train_command(
 
 def run_training(settings: dict[str, Any]) -> None:
     """Turn ``settings`` (option name -> value) into a :class:`TrainJob`, train with progress bars, print."""
-    from medenc.train_manifest import TrainJob
+    from medenc.experiment.train import TrainJob
 
     if settings["manifest"] is None:
         raise InputError("no manifest given", tip="medenc train MANIFEST --arch ARCH --out MODEL.pt")
@@ -201,26 +203,3 @@ def run_training(settings: dict[str, Any]) -> None:
     train_with_progress(job)
 
 
-def train_with_progress(job: Any) -> Any:
-    """Run :func:`medenc.train_manifest.train_from_manifest` under rich progress bars and print its outcome."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    from medenc.train_manifest import train_from_manifest
-
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
-        outcome = train_from_manifest(job, progress=progress, on_warning=warn)
-    metrics = outcome.metrics
-    typer.echo(
-        f"trained {outcome.arch} ({outcome.parameters / 1e6:.2f} M parameters) on {metrics['n_train']} slices, "
-        f"{len(outcome.classes)} classes, {outcome.size[0]}x{outcome.size[1]}, {job.epochs} "
-        f"epochs in {metrics['train_seconds']:.1f} s on {outcome.device}"
-    )
-    typer.echo(f"train accuracy {metrics['train_accuracy']:.3f}")
-    if "test_accuracy" in metrics:
-        per_class = ", ".join(f"{k} {v:.2f}" for k, v in metrics["test_per_class_accuracy"].items())
-        typer.echo(f"test accuracy {metrics['test_accuracy']:.3f} on {metrics['n_test']} slices ({per_class})")
-    typer.echo(f"wrote {outcome.checkpoint}")
-    return outcome

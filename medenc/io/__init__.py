@@ -2,8 +2,9 @@
 
 The library API used by the CLI::
 
-    from medenc.io import read_image, read_mask, write_like, encrypt_volume
-    from medenc.slices import largest_tumor_slice
+    from medenc.io import read_image, read_mask, write_like
+    from medenc.study.encrypt import encrypt_volume
+    from medenc.core.slices import largest_tumor_slice
 
     volume = read_image("study/T1")                         # DICOM folder, file, or .nii(.gz)
     mask = read_mask("tumor.nii.gz", like=volume)            # bool (Z, Y, X) on the same grid
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -36,7 +36,6 @@ __all__ = [
     "StoredLayout",
     "UnevenSpacingWarning",
     "Volume",
-    "encrypt_volume",
     "read_image",
     "read_mask",
     "write_like",
@@ -114,38 +113,3 @@ def write_like(
             force=force,
         )
     return write_nifti(volume, native, out, stored_slices=stored_slices, force=force)
-
-
-def encrypt_volume(
-    volume: Volume,
-    encryptor: Any,
-    labels: Any,
-    *,
-    slices: Sequence[int],
-    preprocess: Any,
-) -> np.ndarray:
-    """Encrypt axial slices of a volume on its native grid, within its stored range.
-
-    Args:
-        volume: the source volume.
-        encryptor: a :class:`medenc.encrypt.Encryptor`.
-        labels: the true class (index or name) of the volume, or one per slice.
-        slices: canonical axial indices to encrypt.
-        preprocess: the model's :class:`medenc.preprocess.Preprocess` (native -> model input).
-
-    Returns:
-        A copy of ``volume.voxels`` with the slices encrypted (not yet quantized: :meth:`Volume.quantize`
-        or writing rounds to the stored values).
-
-    Shape:
-        result: (Z, Y, X).
-    """
-    import torch
-
-    slices = [int(s) for s in np.atleast_1d(np.asarray(slices))]
-    if isinstance(labels, (str, int, np.integer)):
-        labels = [labels] * len(slices)
-    x = torch.from_numpy(volume.slice_batch(slices).astype(np.float32))
-    lo, hi = (torch.from_numpy(b.astype(np.float32)[:, None]) for b in volume.bounds(slices))
-    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi))
-    return volume.with_slices(slices, encrypted.detach().cpu().numpy().astype(volume.voxels.dtype))

@@ -95,7 +95,7 @@ def draw_codes(count: int, rng: np.random.Generator) -> list[str]:
 
 def _prepare(cases: list[StudyCase]) -> dict[tuple[str, str], tuple]:
     """Load and encode every image once (validates everything before anything is written)."""
-    from medenc.dataset import load_slice
+    from medenc.experiment.dataset import load_slice
 
     prepared: dict[tuple[str, str], tuple] = {}
     for case in cases:

@@ -53,13 +53,13 @@ def pair_test_cases(
 
     Returns:
         The test cases sorted by ``case_id``, and the class names (the clean manifest's labels, sorted as
-        :func:`medenc.dataset.sort_class_names` does).
+        :func:`medenc.experiment.dataset.sort_class_names` does).
 
     Raises:
         InputError: a bad manifest, no test rows, several slices for a case, a test case missing from the
             encrypted manifest, or labels that differ.
     """
-    from medenc.dataset import read_manifest
+    from medenc.experiment.dataset import read_manifest
 
     clean = read_manifest(clean_manifest)
     encrypted = read_manifest(encrypted_manifest, classes=clean.classes)

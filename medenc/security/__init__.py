@@ -7,6 +7,6 @@
 - :mod:`medenc.security.key_recovery`: the paper's key-recovery attack, with exact candidate counts.
 - :mod:`medenc.security.report`: ``report.md`` and PNG charts.
 
-Hardening of the encryption itself lives in :mod:`medenc.harden`; ``docs/threat-model.md`` has the
+Hardening of the encryption itself lives in :mod:`medenc.core.harden`; ``docs/threat-model.md`` has the
 measured results.
 """

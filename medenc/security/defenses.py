@@ -5,7 +5,7 @@ Input transformations work on model inputs ``(N, C, H, W)`` (intensity window ap
 are applied by the thief to every image he trains or tests on. JPEG runs through a real codec (Pillow),
 on the 8-bit rendering a thief would make (values clipped to the window, rounded to 0..255).
 
-Training recipes are options of :func:`medenc.train.fit`: flips only, crops only, both (the standard
+Training recipes are options of :func:`medenc.learn.train.fit`: flips only, crops only, both (the standard
 recipe), early stopping on a few clean labelled images, adversarial training, and fine-tuning on them.
 """
 
@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
+from medenc.core.pgd import frozen
 from medenc.errors import InputError
 
 __all__ = [
@@ -75,7 +76,7 @@ def blur(x: Tensor, sigma: float = 1.0) -> Tensor:
     Shape:
         x: (N, C, H, W); result: same.
     """
-    from medenc.harden import gaussian_blur
+    from medenc.core.harden import gaussian_blur
 
     if not sigma > 0:
         raise InputError(f"blur sigma must be > 0, got {sigma}")
@@ -130,7 +131,7 @@ def flip_only(x: Tensor, generator: torch.Generator) -> Tensor:
     Shape:
         x: (N, C, H, W); result: same.
     """
-    from medenc.train import augment_batch
+    from medenc.learn.train import augment_batch
 
     return augment_batch(x, generator, pad=0)
 
@@ -141,7 +142,7 @@ def crop_only(x: Tensor, generator: torch.Generator) -> Tensor:
     Shape:
         x: (N, C, H, W); result: same.
     """
-    from medenc.harden import random_shift
+    from medenc.core.harden import random_shift
 
     return random_shift(x, generator).contiguous()
 
@@ -156,12 +157,7 @@ def untargeted_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps:
         x: (N, C, H, W); y: (N,); result: like x, detached.
     """
     step = 2.5 * eps / steps
-    was_training = model.training
-    flags = [p.requires_grad for p in model.parameters()]
-    model.eval()
-    for p in model.parameters():
-        p.requires_grad_(False)
-    try:
+    with frozen(model):
         x0 = x.detach().float()
         delta = torch.zeros_like(x0, requires_grad=True)
         for _ in range(steps):
@@ -177,14 +173,10 @@ def untargeted_pgd(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, steps:
                     delta += step * grad.sign()
                     delta.clamp_(-eps, eps)
         return (x0 + delta).detach()
-    finally:
-        for p, flag in zip(model.parameters(), flags, strict=True):
-            p.requires_grad_(flag)
-        model.train(was_training)
 
 
 def adversarial_hook(eps: float, steps: int, norm: str = "l2") -> Callable[[nn.Module, Tensor, Tensor], Tensor]:
-    """A :func:`medenc.train.fit` ``batch_hook`` that trains on :func:`untargeted_pgd` examples."""
+    """A :func:`medenc.learn.train.fit` ``batch_hook`` that trains on :func:`untargeted_pgd` examples."""
 
     def hook(model: nn.Module, xb: Tensor, yb: Tensor) -> Tensor:
         return untargeted_pgd(model, xb, yb, eps=eps, steps=steps, norm=norm)

@@ -69,9 +69,9 @@ def thief_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
 
 
 def _train(arch: str, x: Tensor, y: Tensor, k: int, settings: ThiefSettings, progress: Any, **fit_kwargs: Any):
-    """A fresh ``arch`` trained like :func:`medenc.evaluate.train_and_test` trains it (same seeding)."""
-    from medenc.models import build_model
-    from medenc.train import fit
+    """A fresh ``arch`` trained like :func:`medenc.experiment.evaluate.train_and_test` trains it (same seeding)."""
+    from medenc.learn.models import build_model
+    from medenc.learn.train import fit
 
     torch.manual_seed(settings.seed)
     model = build_model(arch, in_channels=x.shape[1], num_classes=k)
@@ -81,7 +81,7 @@ def _train(arch: str, x: Tensor, y: Tensor, k: int, settings: ThiefSettings, pro
 
 
 def _accuracies(model: nn.Module, tests: dict[str, tuple[Tensor, Tensor]], device: str | None) -> dict[str, float]:
-    from medenc.train import predict
+    from medenc.learn.train import predict
 
     out = {}
     for name, (x, y) in tests.items():
@@ -104,11 +104,11 @@ def run_defence(
         defence: a :class:`Defence`, or ``"none"`` (the undefended thief), ``"clean"`` (the clean
             baseline) or ``"few-clean"`` (trained on the thief's labelled originals only).
         arch: architecture.
-        data: :class:`medenc.evaluate.EvalData` (model inputs).
+        data: :class:`medenc.experiment.evaluate.EvalData` (model inputs).
         thief: the thief's labelled originals ``(x, y)``.
         settings: the training recipe.
         key: the encryption key (its eps and norm set the adversarial-training budget).
-        progress: a progress display for :func:`medenc.train.fit`.
+        progress: a progress display for :func:`medenc.learn.train.fit`.
 
     Returns:
         ``{"original_test": ..., "encrypted_test": ...}`` accuracies (``clean``: ``original_test``
@@ -135,7 +135,7 @@ def run_defence(
         raise ValueError(f"unknown defence {defence!r}")
     model = _train(arch, x, y, k, settings, progress, **fit_kwargs)
     if isinstance(defence, Defence) and defence.name == "finetune":
-        from medenc.train import fit
+        from medenc.learn.train import fit
 
         fit(
             model,
@@ -170,7 +170,7 @@ def image_fidelity(data: Any) -> dict[str, float]:
 
     Computed on the intensity-windowed model inputs with a peak of 1 (the display window's width).
     """
-    from medenc.fidelity import psnr, ssim
+    from medenc.core.fidelity import psnr, ssim
 
     reference = torch.cat([data.clean_train[0], data.clean_test[0]])
     changed = torch.cat([data.enc_train[0], data.enc_test[0]])
@@ -214,7 +214,7 @@ def security_evaluate(
         settings: the thief's training recipe.
         key_recovery: also run the paper's key-recovery attack.
         force: replace an existing ``out``.
-        progress_factory: given a description, returns a progress display for :func:`medenc.train.fit`.
+        progress_factory: given a description, returns a progress display for :func:`medenc.learn.train.fit`.
         compare_with: an earlier ``report.json`` (e.g. before hardening): the report gets a before/after
             table, and the rows that do not depend on the encrypted set (clean baseline, few clean only)
             are taken from it when it used the same clean manifest and training recipe.
@@ -225,9 +225,10 @@ def security_evaluate(
     """
     from medenc import __version__
     from medenc.atomic import atomic_directory
-    from medenc.encrypt_dataset import load_base_model, load_key_for
-    from medenc.evaluate import load_eval_data
-    from medenc.models import ARCHITECTURES
+    from medenc.core.key import load_key_for
+    from medenc.experiment.evaluate import load_eval_data
+    from medenc.learn.checkpoint import load_base_model
+    from medenc.learn.models import ARCHITECTURES
     from medenc.security.report import write_security_report
 
     settings = settings or ThiefSettings()

@@ -37,7 +37,7 @@ def class_candidates(num_classes: int, k: int, source: int) -> list[tuple[int, .
 
 
 def enumerate_correspondences(num_classes: int, k: int) -> Iterator[tuple[tuple[int, ...], ...]]:
-    """Every correspondence :meth:`medenc.key.EncryptionKey.generate` can draw.
+    """Every correspondence :meth:`medenc.core.key.EncryptionKey.generate` can draw.
 
     That is k columns, each a derangement of the classes, with distinct entries in every row
     (rows are source classes). Yields ``targets`` tuples like ``EncryptionKey.targets``.
@@ -75,7 +75,8 @@ def _simulate_copies(
     Shape:
         x: (n, C, H, W); result: target -> (n, C, H, W).
     """
-    from medenc.pgd import attack_model, targeted_pgd
+    from medenc.core.fast_model import attack_model
+    from medenc.core.pgd import targeted_pgd
 
     fast = attack_model(surrogate, device)
     n = x.shape[0]
@@ -126,8 +127,8 @@ def recover_key(
     Shape:
         x: (n, C, H, W); y: (n,).
     """
-    from medenc.combine import combine
-    from medenc.train import predict, resolve_device
+    from medenc.core.combine import combine
+    from medenc.learn.train import predict, resolve_device
 
     if key.combiner not in SUPPORTED:
         raise InputError(f"key recovery supports the {', '.join(SUPPORTED)} combiners, not {key.combiner!r}")

@@ -49,8 +49,8 @@ def load_eval_data(
     clean: str | Path, encrypted: str | Path, size: int, classes: Sequence[str] | None = None
 ) -> EvalData:
     """Read both manifests (same cases, same classes) as model inputs of ``size x size``."""
-    from medenc.dataset import load_images, read_manifest
-    from medenc.preprocess import Preprocess
+    from medenc.core.mapping import Preprocess
+    from medenc.experiment.dataset import load_images, read_manifest
 
     clean_m = read_manifest(clean, classes=classes)
     enc_m = read_manifest(encrypted, classes=clean_m.classes)
@@ -88,8 +88,8 @@ def train_and_test(
     progress: Any = None,
 ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
     """Train a fresh ``arch`` and return its accuracy and predictions on each test set."""
-    from medenc.models import build_model
-    from medenc.train import fit, predict
+    from medenc.learn.models import build_model
+    from medenc.learn.train import fit, predict
 
     torch.manual_seed(settings.seed)
     model = build_model(arch, in_channels=train[0].shape[1], num_classes=num_classes)
@@ -136,20 +136,20 @@ def evaluate(
     Args:
         clean: original slice manifest.
         encrypted: encrypted slice manifest (from ``medenc encrypt-dataset``).
-        archs: architectures to train (``medenc.models``).
+        archs: architectures to train (``medenc.learn.models``).
         out: report folder.
         settings: training recipe shared by every model.
         classes: class order (default: sorted labels).
         force: replace an existing ``out``.
-        progress_factory: given a description, returns a progress object for :func:`medenc.train.fit`.
+        progress_factory: given a description, returns a progress object for :func:`medenc.learn.train.fit`.
 
     Returns:
         The ``results.json`` content.
     """
     from medenc import __version__
     from medenc.atomic import atomic_directory
-    from medenc.models import ARCHITECTURES
-    from medenc.report import write_report
+    from medenc.experiment.report import write_report
+    from medenc.learn.models import ARCHITECTURES
 
     unknown = [a for a in archs if a not in ARCHITECTURES]
     if unknown:

@@ -10,15 +10,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import random
 import secrets
+import stat
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from medenc.atomic import atomic_write_text
-from medenc.errors import KeyFileError
+from medenc.errors import InputError, KeyFileError
 
 SCHEMA_VERSION = 1
 
@@ -33,7 +36,7 @@ COMBINER_TARGETS: dict[str, int] = {
 }
 
 #: Random transformations the encryption can be made robust to (expectation over transformations,
-#: :mod:`medenc.harden`), in the order they are applied.
+#: :mod:`medenc.core.harden`), in the order they are applied.
 EOT_TRANSFORMS = ("flip", "crop", "jpeg", "blur")
 
 #: Optional hardening fields of a key and their defaults (omitted from the key file when at default, so
@@ -410,3 +413,27 @@ def _draw_box(rng: random.Random, area: float) -> tuple[float, float, float, flo
 def secret_seed() -> int:
     """A fresh 63-bit seed from the operating system's cryptographic source."""
     return secrets.randbits(63)
+
+
+def check_key_classes(key: EncryptionKey, classes: Sequence[str], source: str | Path | None = None) -> EncryptionKey:
+    """Check that ``key`` was drawn for these classes, in this order (the base model's); return it.
+
+    Raises:
+        InputError: the classes differ.
+    """
+    if tuple(key.classes) != tuple(classes):
+        raise InputError(
+            f"the key's classes ({', '.join(key.classes)}) do not match the model's ({', '.join(classes)})",
+            source,
+            tip="draw a key with `medenc keygen --from MODEL.pt`",
+        )
+    return key
+
+
+def load_key_for(path: str | Path, classes: Sequence[str]) -> EncryptionKey:
+    """Load a key file, check it was made for these classes, and warn if others may read it."""
+    key = check_key_classes(EncryptionKey.load(path), classes, path)
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        warnings.warn(f"{path}: key file is readable by others (mode {mode:o}); chmod 600 it", stacklevel=2)
+    return key

@@ -6,7 +6,7 @@ written back as a derived DICOM series of the same study (or a NIfTI file with t
 unselected slices keep their values, so the copy stays a complete volume. ``OUT_DIR`` is built in a
 temporary folder and renamed into place only when complete; the written files are re-read and checked
 before that. ``OUT_DIR/report.json`` records what was done, measured on what was written; it names the
-key by its fingerprint only. See ``docs/encrypt-study.md``; batches are in :mod:`medenc.encrypt_study_batch`.
+key by its fingerprint only. See ``docs/encrypt-study.md``; batches are in :mod:`medenc.study.batch`.
 """
 
 from __future__ import annotations
@@ -15,15 +15,18 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medenc.atomic import atomic_directory
-from medenc.encrypt_dataset import BaseModel, load_base_model, load_key_for
-from medenc.encrypt_study_report import (
+from medenc.core.key import load_key_for
+from medenc.errors import InputError
+from medenc.learn.checkpoint import BaseModel, load_base_model
+from medenc.study.report import (
     REPORT_NAME,
     add_uids,
     build_report,
@@ -32,33 +35,12 @@ from medenc.encrypt_study_report import (
     slice_metrics,
     verify_output,
 )
-from medenc.errors import InputError, OutputExistsError
+from medenc.study.request import StudyRequest, check_request
 
-SLICE_MODES = ("largest", "tumor", "all")
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.io import Volume
+
 SERIES_DIR = "series"
-
-
-@dataclass(frozen=True)
-class StudyRequest:
-    """One study to encrypt and how.
-
-    Attributes:
-        study: DICOM folder or file, or a NIfTI file.
-        label: the study's true class (a class name of the model).
-        out: the output folder (created).
-        mask: tumor mask (NIfTI or DICOM SEG on the image grid); needed for ``largest`` and ``tumor``.
-        slices: ``"largest"``, ``"tumor"`` or ``"all"``.
-        series: SeriesInstanceUID to read from a folder holding several series.
-        only_selected: write only the encrypted slices instead of the complete volume.
-    """
-
-    study: Path
-    label: str
-    out: Path
-    mask: Path | None = None
-    slices: str = "largest"
-    series: str | None = None
-    only_selected: bool = False
 
 
 @dataclass
@@ -92,7 +74,7 @@ def open_session(
             one call, halved on out-of-memory; 64 on CPU.
         precision: ``fp32``, ``bf16`` or ``auto``.
     """
-    from medenc.encrypt import Encryptor
+    from medenc.core.encrypt import Encryptor
 
     started = time.perf_counter()
     base = load_base_model(model)
@@ -145,49 +127,6 @@ def encrypt_study(
     return run_study(request, session, force=force, count_loading=True)
 
 
-def check_request(
-    request: StudyRequest,
-    classes: tuple[str, ...] | None = None,
-    *,
-    force: bool = False,
-    protected: tuple[Path, ...] = (),
-) -> None:
-    """Checks that need no pixels: slice mode, mask, label (given the classes), paths, existing output.
-
-    ``protected`` files (the model, the key) must not lie inside the output folder either: replacing
-    it with ``force`` would delete them.
-
-    Raises:
-        InputError: the request cannot be carried out as given.
-        OutputExistsError: ``request.out`` exists and ``force`` is False.
-    """
-    if request.slices not in SLICE_MODES:
-        raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {request.slices!r}")
-    if request.mask is None and request.slices != "all":
-        raise InputError(
-            f"--slices {request.slices} needs a tumor mask", request.study, tip="pass --mask MASK, or use --slices all"
-        )
-    if classes is not None and request.label not in classes:
-        raise InputError(
-            f"label {request.label!r} is not one of the model's classes ({', '.join(classes)})",
-            tip="use the class name exactly as the model and key spell it",
-        )
-    if not request.study.exists():
-        raise InputError("no such file or folder", request.study)
-    if request.mask is not None and not request.mask.is_file():
-        raise InputError("mask file not found", request.mask)
-    target = request.out.resolve()
-    study = request.study.resolve()
-    if target == study or study in target.parents:
-        raise InputError("the output folder is the input study or inside it", request.out, tip="write elsewhere")
-    inputs = [request.study, *([request.mask] if request.mask is not None else []), *protected]
-    for path in inputs:
-        if target in path.resolve().parents:
-            raise InputError(f"the output folder holds an input ({path}); replacing it would delete it", request.out)
-    if not force and request.out.exists() and (not request.out.is_dir() or any(request.out.iterdir())):
-        raise OutputExistsError(request.out)
-
-
 def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
     """Everything that decides the output, with checksums of the inputs (a resumed batch compares it)."""
     return {
@@ -218,8 +157,8 @@ def run_study(
     Returns:
         The report, also written to ``request.out / "report.json"``.
     """
+    from medenc.core.slices import select_slices
     from medenc.io import read_image, read_mask, write_like
-    from medenc.slices import select_slices
 
     started = time.perf_counter()
     timing: dict[str, float] = {}
@@ -278,6 +217,41 @@ def run_study(
     return report
 
 
+def encrypt_volume(
+    volume: Volume,
+    encryptor: Any,
+    labels: Any,
+    *,
+    slices: Sequence[int],
+    preprocess: Any,
+) -> np.ndarray:
+    """Encrypt axial slices of a volume on its native grid, within its stored range.
+
+    Args:
+        volume: the source volume.
+        encryptor: a :class:`medenc.core.encrypt.Encryptor`.
+        labels: the true class (index or name) of the volume, or one per slice.
+        slices: canonical axial indices to encrypt.
+        preprocess: the model's :class:`medenc.core.mapping.Preprocess` (native -> model input).
+
+    Returns:
+        A copy of ``volume.voxels`` with the slices encrypted (not yet quantized: :meth:`Volume.quantize`
+        or writing rounds to the stored values).
+
+    Shape:
+        result: (Z, Y, X).
+    """
+    import torch
+
+    slices = [int(s) for s in np.atleast_1d(np.asarray(slices))]
+    if isinstance(labels, (str, int, np.integer)):
+        labels = [labels] * len(slices)
+    x = torch.from_numpy(volume.slice_batch(slices).astype(np.float32))
+    lo, hi = (torch.from_numpy(b.astype(np.float32)[:, None]) for b in volume.bounds(slices))
+    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi))
+    return volume.with_slices(slices, encrypted.detach().cpu().numpy().astype(volume.voxels.dtype))
+
+
 def _nifti_name(source: Path) -> str:
     return "image.nii" if source.name.lower().endswith(".nii") else "image.nii.gz"
 
@@ -285,8 +259,6 @@ def _nifti_name(source: Path) -> str:
 def _encrypt(volume: Any, session: Session, label: str, selected: list[int]) -> tuple[np.ndarray, dict[str, Any]]:
     """PGD over the selected slices: on CUDA in as few calls as memory allows (halving on out-of-memory)."""
     import torch
-
-    from medenc.io import encrypt_volume
 
     encryptor = session.encryptor
     k = session.key.num_targets

@@ -22,7 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import torch
 
-    from medenc.preprocess import Preprocess
+    from medenc.core.mapping import Preprocess
 
 __all__ = [
     "REQUIRED_COLUMNS",

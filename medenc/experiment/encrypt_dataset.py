@@ -12,7 +12,6 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -20,63 +19,9 @@ import numpy as np
 import torch
 
 from medenc.atomic import atomic_directory
+from medenc.core.key import check_key_classes, load_key_for
 from medenc.errors import InputError
-
-
-@dataclass
-class BaseModel:
-    """A loaded base classifier with its metadata."""
-
-    model: torch.nn.Module
-    info: Any
-    preprocess: Any
-    path: Path
-
-
-def load_base_model(path: str | Path) -> BaseModel:
-    """Load a checkpoint that must carry its model-input mapping (``Preprocess``)."""
-    from medenc.checkpoint import load_checkpoint
-
-    model, info = load_checkpoint(path, map_location="cpu")
-    preprocess = info.get_preprocess()
-    if preprocess is None:
-        raise InputError("checkpoint has no model-input mapping (preprocess)", path, tip="train it with `medenc train`")
-    return BaseModel(model, info, preprocess, Path(path))
-
-
-def load_key_for(path: str | Path, classes: tuple[str, ...]) -> Any:
-    """Load a key and check it was made for these classes, in this order."""
-    import os
-    import stat
-
-    from medenc.key import EncryptionKey
-
-    key = EncryptionKey.load(path)
-    if tuple(key.classes) != tuple(classes):
-        raise InputError(
-            f"the key's classes ({', '.join(key.classes)}) do not match the model's ({', '.join(classes)})",
-            path,
-            tip="draw a key with `medenc keygen --from MODEL.pt`",
-        )
-    mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        import warnings
-
-        warnings.warn(f"{path}: key file is readable by others (mode {mode:o}); chmod 600 it", stacklevel=2)
-    return key
-
-
-def _key_object(key: Any, classes: tuple[str, ...]) -> Any:
-    """Check an in-memory key was made for these classes, in this order."""
-    from medenc.key import EncryptionKey
-
-    if not isinstance(key, EncryptionKey):
-        raise TypeError(f"key must be a path or an EncryptionKey, got {type(key).__name__}")
-    if tuple(key.classes) != tuple(classes):
-        raise InputError(
-            f"the key's classes ({', '.join(key.classes)}) do not match the model's ({', '.join(classes)})"
-        )
-    return key
+from medenc.learn.checkpoint import BaseModel, load_base_model
 
 
 def output_name(row: Any) -> str:
@@ -105,7 +50,7 @@ def encrypt_dataset(
     Args:
         manifest: slice manifest (``case_id,label,split,image``).
         model: base model checkpoint.
-        key: encryption key file, or an in-memory :class:`medenc.key.EncryptionKey` (e.g. a calibration
+        key: encryption key file, or an in-memory :class:`medenc.core.key.EncryptionKey` (e.g. a calibration
             key with its eps changed); its classes must be the model's.
         out: output folder (gets ``manifest.csv``, the slices and ``summary.json``).
         device: PGD device (default: CUDA if available).
@@ -114,20 +59,20 @@ def encrypt_dataset(
         force: replace an existing ``out``.
         on_progress: called with ``(slices done, total)``.
         extra_models: hardening: more base model checkpoints (same classes and model-input mapping)
-            attacked together with ``model`` as an ensemble (:class:`medenc.harden.EnsembleModel`).
+            attacked together with ``model`` as an ensemble (:class:`medenc.core.harden.EnsembleModel`).
 
     Returns:
         The summary also written to ``out/summary.json``.
     """
-    from medenc.dataset import read_manifest
-    from medenc.encrypt import Encryptor
-    from medenc.fidelity import fidelity_table, summarize
+    from medenc.core.encrypt import Encryptor
+    from medenc.core.fidelity import fidelity_table, summarize
+    from medenc.experiment.dataset import read_manifest
     from medenc.io import read_image, write_like
 
     started = time.perf_counter()
     base = load_base_model(model)
     classes = tuple(base.info.classes)
-    the_key = _key_object(key, classes) if not isinstance(key, (str, Path)) else load_key_for(key, classes)
+    the_key = load_key_for(key, classes) if isinstance(key, (str, Path)) else check_key_classes(key, classes)
     data = read_manifest(manifest, classes=classes)
     if not data.rows:
         raise InputError("manifest has no slices", manifest)
@@ -270,7 +215,7 @@ def _hit_rates(
     Shape:
         result.copies: (n, k, 1, H, W); stored: (n, 1, H, W).
     """
-    from medenc.train import predict
+    from medenc.learn.train import predict
 
     n, k = result.targets.shape
     copies = result.copies.reshape(n * k, *result.copies.shape[2:])

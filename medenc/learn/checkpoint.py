@@ -1,10 +1,10 @@
 """Model checkpoints: weights plus everything later commands need, in plain types.
 
 A checkpoint is a ``torch.save`` of a dict: ``format`` (``"medenc.model/1"``), ``arch``, ``classes``,
-``in_channels``, ``preprocess`` (:meth:`medenc.preprocess.Preprocess.to_dict`), ``metrics``,
+``in_channels``, ``preprocess`` (:meth:`medenc.core.mapping.Preprocess.to_dict`), ``metrics``,
 ``data_fingerprint``, ``medenc_version``, ``seed``, ``training`` (settings and per-epoch history) and
 ``state_dict`` (CPU tensors). It is written atomically and read with ``weights_only=True``, so loading
-a checkpoint runs no code from it. :mod:`medenc.train` re-exports these names.
+a checkpoint runs no code from it. :mod:`medenc.learn.train` re-exports these names.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from torch import nn
 
 from medenc.atomic import atomic_write_bytes
 from medenc.errors import InputError
-from medenc.models import ARCHITECTURES, build_model
+from medenc.learn.models import ARCHITECTURES, build_model
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medenc.preprocess import Preprocess
+    from medenc.core.mapping import Preprocess
 
-__all__ = ["CHECKPOINT_FORMAT", "ModelInfo", "load_checkpoint", "save_checkpoint"]
+__all__ = ["CHECKPOINT_FORMAT", "BaseModel", "ModelInfo", "load_base_model", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT_FORMAT = "medenc.model/1"
 
@@ -35,12 +35,12 @@ class ModelInfo:
     """Everything about a trained model except its weights (plain types only).
 
     Attributes:
-        arch: architecture name (:data:`medenc.models.ARCHITECTURES`).
+        arch: architecture name (:data:`medenc.learn.models.ARCHITECTURES`).
         classes: class names in index order.
         in_channels: image channels.
         preprocess: :meth:`Preprocess.to_dict` of the model-input mapping, or None.
         metrics: e.g. ``test_accuracy``, ``train_accuracy``, ``n_train``, ``n_test``.
-        data_fingerprint: :meth:`medenc.dataset.Manifest.fingerprint` of the training data.
+        data_fingerprint: :meth:`medenc.experiment.dataset.Manifest.fingerprint` of the training data.
         medenc_version: version that wrote the checkpoint.
         seed: training seed.
         training: training settings (epochs, batch_size, lr, augment, device, ...).
@@ -62,8 +62,8 @@ class ModelInfo:
         return len(self.classes)
 
     def get_preprocess(self) -> Preprocess | None:
-        """The stored model-input mapping as a :class:`~medenc.preprocess.Preprocess`."""
-        from medenc.preprocess import Preprocess
+        """The stored model-input mapping as a :class:`~medenc.core.mapping.Preprocess`."""
+        from medenc.core.mapping import Preprocess
 
         return None if self.preprocess is None else Preprocess.from_dict(self.preprocess)
 
@@ -172,3 +172,22 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     model.to(map_location)
     model.eval()
     return model, info
+
+
+@dataclass
+class BaseModel:
+    """A loaded base classifier with its metadata."""
+
+    model: nn.Module
+    info: ModelInfo
+    preprocess: Preprocess
+    path: Path
+
+
+def load_base_model(path: str | Path) -> BaseModel:
+    """Load a checkpoint that must carry its model-input mapping (``Preprocess``)."""
+    model, info = load_checkpoint(path, map_location="cpu")
+    preprocess = info.get_preprocess()
+    if preprocess is None:
+        raise InputError("checkpoint has no model-input mapping (preprocess)", path, tip="train it with `medenc train`")
+    return BaseModel(model, info, preprocess, Path(path))

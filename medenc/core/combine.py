@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from medenc.key import COMBINER_TARGETS
+from medenc.core.key import COMBINER_TARGETS
 
 
 def _check(copies: Tensor, k: int, name: str) -> None:

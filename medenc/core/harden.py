@@ -4,7 +4,7 @@ The paper's perturbation is optimised for one base classifier and for the images
 A thief who trains another architecture, or who flips, crops, re-compresses or blurs the images before
 training, partly escapes it (see ``docs/threat-model.md``). Three counter-measures live here; the key
 switches them on (``EncryptionKey.eot``, ``eot_samples``, ``ratio_jitter`` and the ``hconcat_mirror``
-combiner) and :class:`medenc.encrypt.Encryptor` applies them:
+combiner) and :class:`medenc.core.encrypt.Encryptor` applies them:
 
 - :class:`EnsembleModel`: several base classifiers attacked at once (the mean of their
   log-probabilities), so the perturbation carries features that several architectures read.
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from medenc.key import EOT_TRANSFORMS
+from medenc.core.key import EOT_TRANSFORMS
 
 __all__ = [
     "EOT_TRANSFORMS",
@@ -65,7 +65,7 @@ def random_flip(x: Tensor, generator: torch.Generator, p: float = 0.5) -> Tensor
 def random_shift(x: Tensor, generator: torch.Generator, pad: int | None = None) -> Tensor:
     """Shift each image by a random whole number of pixels in ``-pad..pad`` per axis, filling with zeros.
 
-    The same as the thief's random crop of the zero-padded image (:func:`medenc.train.augment_batch`);
+    The same as the thief's random crop of the zero-padded image (:func:`medenc.learn.train.augment_batch`);
     differentiable with respect to ``x``.
 
     Shape:

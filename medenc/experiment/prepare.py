@@ -76,8 +76,8 @@ def read_studies(path: Path) -> list[dict[str, str]]:
 
 def largest_tumor_slice_of(image: str | Path, mask: str | Path, *, series: str | None = None) -> tuple[Any, int]:
     """Read a study and its mask; return the volume and its largest-tumor canonical axial index."""
+    from medenc.core.slices import largest_tumor_slice
     from medenc.io import read_image, read_mask
-    from medenc.slices import largest_tumor_slice
 
     volume = read_image(image, series=series)
     tumor = read_mask(mask, like=volume)

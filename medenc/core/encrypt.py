@@ -15,17 +15,18 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from medenc.combine import combine
+from medenc.core.combine import combine
+from medenc.core.fast_model import attack_model
+from medenc.core.key import EncryptionKey
+from medenc.core.pgd import targeted_pgd
 from medenc.errors import InputError
-from medenc.key import EncryptionKey
-from medenc.pgd import attack_model, targeted_pgd
 
 PRECISIONS = ("fp32", "bf16", "auto")
 Bound = float | Tensor
 
 
 class InputMapping(Protocol):
-    """What :class:`Encryptor` needs of a native -> model-input mapping (see ``medenc.preprocess``)."""
+    """What :class:`Encryptor` needs of a native -> model-input mapping (see ``medenc.core.mapping``)."""
 
     def __call__(self, x: Tensor) -> Tensor: ...
 
@@ -81,17 +82,17 @@ class Encryptor:
         batch_size: PGD samples per call (images x targets); larger batches use more memory.
         precision: ``"fp32"``, ``"bf16"`` (autocast, perturbation in fp32) or ``"auto"`` (bf16 on
             CUDA, fp32 on CPU).
-        fast_model: attack the frozen copy made by :func:`medenc.pgd.attack_model` (batch norm folded,
+        fast_model: attack the frozen copy made by :func:`medenc.core.fast_model.attack_model` (batch norm folded,
             channels-last, cheaper first-layer gradient on CPU): same logits up to rounding, faster.
             The copy is taken here: later changes to ``model``'s weights do not reach it.
         compile: run the attacked model through ``torch.compile`` (``True`` or a mode such as
             ``"max-autotune"``); pays off on CUDA for large jobs. The last, smaller batch of a job is
             padded to the full batch so that one compiled shape serves every call.
         extra_models: hardening: more base classifiers (same inputs and classes) attacked together with
-            ``model`` as one :class:`medenc.harden.EnsembleModel`.
+            ``model`` as one :class:`medenc.core.harden.EnsembleModel`.
 
     The key's hardening options are applied here: ``key.eot`` wraps the attacked model(s) in a
-    :class:`medenc.harden.EOTModel`, ``key.ratio_jitter`` draws per-image ratios. Their random draws
+    :class:`medenc.core.harden.EOTModel`, ``key.ratio_jitter`` draws per-image ratios. Their random draws
     come from one generator seeded from the key's seed (or from the system's randomness for a key
     without a seed).
     """
@@ -131,7 +132,7 @@ class Encryptor:
             key.seed if key.seed is not None else secrets.randbits(63)
         )
         if extra_models or key.eot:
-            from medenc.harden import EnsembleModel, EOTModel
+            from medenc.core.harden import EnsembleModel, EOTModel
 
             if extra_models:
                 extras = [attack_model(m, self.device) if fast_model else m.to(self.device) for m in extra_models]
@@ -294,7 +295,7 @@ class Encryptor:
         """
         ratios = torch.tensor(self.key.ratios, dtype=torch.float32)[labels].to(copies.device)
         if self.key.ratio_jitter > 0:
-            from medenc.harden import jitter_ratios
+            from medenc.core.harden import jitter_ratios
 
             ratios = jitter_ratios(ratios, self.key.ratio_jitter, self.hardening_generator)
         boxes = None

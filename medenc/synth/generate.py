@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from medenc.errors import InputError
-from medenc.synth_anatomy import head_model, mni_coordinates, output_grid, sample
-from medenc.synth_tumors import CLASSES, DIFFICULTIES, Difficulty, render, sample_tumour
+from medenc.synth.anatomy import head_model, mni_coordinates, output_grid, sample
+from medenc.synth.tumors import CLASSES, DIFFICULTIES, Difficulty, render, sample_tumour
 
 #: Table 11 of the paper (train + test per class), in :data:`CLASSES` order.
 PAPER_COUNTS: tuple[int, ...] = (879 + 219, 1149 + 287, 541 + 135, 1451 + 362, 233 + 58)
@@ -235,7 +235,7 @@ def write_dataset(
         Path of ``manifest.csv``.
     """
     from medenc.atomic import atomic_directory
-    from medenc.synth_dicom import write_nifti, write_series
+    from medenc.io.dicom_new import write_nifti, write_series
 
     check_args(cases, seed, size, fmt, difficulty)
     plan = plan_cases(cases, seed, balanced)

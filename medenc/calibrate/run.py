@@ -1,8 +1,8 @@
 """``medenc calibrate``: measure protection against image fidelity over a grid of eps, on the user's data.
 
 For every eps of the grid the training split (or a stratified subset of it when a time budget is set)
-and the test split are encrypted with :func:`medenc.encrypt_dataset.encrypt_dataset`, each victim
-architecture is trained on the encrypted training slices with :func:`medenc.evaluate.train_and_test`
+and the test split are encrypted with :func:`medenc.experiment.encrypt_dataset.encrypt_dataset`, each victim
+architecture is trained on the encrypted training slices with :func:`medenc.experiment.evaluate.train_and_test`
 (the thief's flip + crop augmentation by default), and tested on encrypted and on original test
 slices. The same functions as ``medenc encrypt-dataset`` and ``medenc evaluate`` do the work, so the
 same seeds and settings give the same numbers. Fidelity (PSNR, SSIM, Linf) is measured on the stored
@@ -10,7 +10,7 @@ same seeds and settings give the same numbers. Fidelity (PSNR, SSIM, Linf) is me
 
 The recommendation (:func:`recommend`) is a pure function of the results table: the smallest eps whose
 worst victim's original-test accuracy is at most the target while the mean PSNR and SSIM stay at or
-above their floors. Encrypted sets and trained victims are cached (:mod:`medenc.calibrate_plan`), so
+above their floors. Encrypted sets and trained victims are cached (:mod:`medenc.calibrate.plan`), so
 refining the grid re-uses what was measured.
 """
 
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medenc.errors import InputError
-from medenc.evaluate import TrainSettings
+from medenc.experiment.evaluate import TrainSettings
 
 DEFAULT_GRID = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0)
 MAX_GRID = 24
@@ -36,7 +36,7 @@ class CalibrationSettings:
 
     Attributes:
         eps_grid: PGD radii to try, on the model-input scale (as in the key).
-        victims: architectures the thief might train (:data:`medenc.models.ARCHITECTURES`).
+        victims: architectures the thief might train (:data:`medenc.learn.models.ARCHITECTURES`).
         train: the thief's training recipe (``augment=True``: random flip + crop).
         combiner: combiner of the calibration key.
         ratio: Horizontal Concat / Mixup ratio of the calibration key.
@@ -74,8 +74,8 @@ class CalibrationSettings:
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first setting out of range."""
-        from medenc.key import COMBINER_TARGETS, NORMS
-        from medenc.models import ARCHITECTURES
+        from medenc.core.key import COMBINER_TARGETS, NORMS
+        from medenc.learn.models import ARCHITECTURES
 
         check_grid(self.eps_grid)
         if not self.victims:
@@ -117,7 +117,7 @@ class CalibrationSettings:
 
     def pgd_for(self, eps: float, base: Any = None) -> Any:
         """PGD settings at ``eps`` (step = eps x step_ratio), other fields from ``base`` if given."""
-        from medenc.key import PGDSettings
+        from medenc.core.key import PGDSettings
 
         pgd = base if base is not None else PGDSettings(norm=self.norm)
         return replace(pgd, eps=float(eps), step=round(float(eps) * self.step_ratio, 10), steps=int(self.steps))
@@ -289,10 +289,10 @@ def calibrate(
 
     from medenc import __version__
     from medenc.atomic import atomic_directory
-    from medenc.calibrate_plan import Cache, Ticker, plan_work, prepare_inputs
-    from medenc.calibrate_report import reference_comparison, result_row, write_report
-    from medenc.encrypt_dataset import encrypt_dataset
-    from medenc.evaluate import confusion, load_eval_data, train_and_test
+    from medenc.calibrate.plan import Cache, Ticker, plan_work, prepare_inputs
+    from medenc.calibrate.report import reference_comparison, result_row, write_report
+    from medenc.experiment.encrypt_dataset import encrypt_dataset
+    from medenc.experiment.evaluate import confusion, load_eval_data, train_and_test
 
     started = time.perf_counter()
     settings.validate()

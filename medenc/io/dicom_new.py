@@ -35,7 +35,7 @@ def write_series(
     Args:
         folder: created; must not exist.
         volume: uint16 (W, H, S) in NIfTI axis order (column, row, slice).
-        affine: voxel -> RAS affine, axis-aligned with negative x/y steps (as made by ``medenc.synth``).
+        affine: voxel -> RAS affine, axis-aligned with negative x/y steps (as made by ``medenc.synth.generate``).
         case_id: patient and accession identifier.
         number: case number (used for the synthetic study time).
         dataset_key: identifies the data set's parameters; with ``case_id`` it seeds the UIDs.

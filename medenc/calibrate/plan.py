@@ -117,11 +117,11 @@ class Inputs:
         return replace(self.base_key, pgd=self.settings.pgd_for(eps, self.base_key.pgd))
 
     def clean_data(self, csv: Path, size: int) -> tuple[Any, Any]:
-        """Clean ``(train, test)`` model inputs and labels, read like :func:`medenc.evaluate.load_eval_data`."""
+        """Clean ``(train, test)`` model inputs and labels, read as ``load_eval_data`` reads them."""
         import torch
 
-        from medenc.dataset import load_images, read_manifest
-        from medenc.preprocess import Preprocess
+        from medenc.core.mapping import Preprocess
+        from medenc.experiment.dataset import load_images, read_manifest
 
         m = read_manifest(csv, classes=self.classes)
         prep = Preprocess(size=(size, size))
@@ -131,9 +131,9 @@ class Inputs:
 
 def prepare_inputs(manifest: str | Path, model: str | Path, key: str | Path | None, settings: Any) -> Inputs:
     """Load and check the model, manifest and key (validate before any work)."""
-    from medenc.dataset import read_manifest
-    from medenc.encrypt_dataset import load_base_model, load_key_for
-    from medenc.key import EncryptionKey
+    from medenc.core.key import EncryptionKey, load_key_for
+    from medenc.experiment.dataset import read_manifest
+    from medenc.learn.checkpoint import load_base_model
 
     base = load_base_model(model)
     classes = tuple(base.info.classes)
@@ -145,7 +145,7 @@ def prepare_inputs(manifest: str | Path, model: str | Path, key: str | Path | No
         base_key = load_key_for(key, classes)
         note = {"source": "key file", "path": str(key), "combiner": base_key.combiner, "norm": base_key.pgd.norm}
     else:
-        from medenc.key import PGDSettings
+        from medenc.core.key import PGDSettings
 
         base_key = EncryptionKey.generate(
             classes,
@@ -195,7 +195,7 @@ def plan_work(inputs: Inputs, settings: Any, cache: Cache, *, estimate: bool, lo
     """Choose the training subset (largest that fits the budget) and list the work not yet cached."""
     import torch
 
-    from medenc.encrypt import resolve_device
+    from medenc.core.encrypt import resolve_device
 
     dev = resolve_device(settings.device)
     precision = settings.precision
@@ -283,11 +283,11 @@ def measure_costs(inputs: Inputs, settings: Any, train_rows: list[Any]) -> dict[
     """Time PGD on a few slices and one short training epoch of each victim (seconds per unit)."""
     import torch
 
-    from medenc.dataset import load_slice
-    from medenc.encrypt import Encryptor
-    from medenc.models import build_model
-    from medenc.preprocess import Preprocess
-    from medenc.train import fit
+    from medenc.core.encrypt import Encryptor
+    from medenc.core.mapping import Preprocess
+    from medenc.experiment.dataset import load_slice
+    from medenc.learn.models import build_model
+    from medenc.learn.train import fit
 
     started = time.perf_counter()
     slices = [(load_slice(r.path), r.label) for r in train_rows[:8]]

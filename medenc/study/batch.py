@@ -114,7 +114,7 @@ def encrypt_batch(
         slices: ``largest``, ``tumor`` or ``all`` for every case.
         only_selected: write only the encrypted slices.
         device: PGD device.
-        batch_size: PGD samples per call (None: automatic, see :func:`medenc.encrypt_study.open_session`).
+        batch_size: PGD samples per call (None: automatic, see :func:`medenc.study.encrypt.open_session`).
         precision: ``fp32``, ``bf16`` or ``auto``.
         force: replace a case's existing output that does not match its request (a matching one is
             skipped either way).
@@ -127,8 +127,9 @@ def encrypt_batch(
     Raises:
         InputError: a bad batch file, model or key (nothing is encrypted then).
     """
-    from medenc.encrypt_study import SLICE_MODES, StudyRequest, check_request, describe_request, open_session, run_study
-    from medenc.encrypt_study_report import report_matches
+    from medenc.study.encrypt import describe_request, open_session, run_study
+    from medenc.study.report import report_matches
+    from medenc.study.request import SLICE_MODES, StudyRequest, check_request
 
     started = time.perf_counter()
     if slices not in SLICE_MODES:

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medenc.encrypt_study import Session, StudyRequest
+    from medenc.study.encrypt import Session
+    from medenc.study.request import StudyRequest
 
 REPORT_NAME = "report.json"
 REPORT_FORMAT = "medenc.encrypt-study/1"
@@ -64,8 +65,8 @@ def _chunk_metrics(
 ) -> list[dict[str, Any]]:
     import torch
 
-    from medenc.fidelity import change_norms, fidelity_table
-    from medenc.train import predict
+    from medenc.core.fidelity import change_norms, fidelity_table
+    from medenc.learn.train import predict
 
     device = session.encryptor.device  # the measures run where PGD ran (SSIM is slow on a CPU)
     before = torch.from_numpy(volume.slice_batch(chunk).astype(np.float32)).to(device)
@@ -186,7 +187,7 @@ def build_report(
 
     import torch
 
-    from medenc.fidelity import summarize
+    from medenc.core.fidelity import summarize
 
     device = session.encryptor.device
     io_seconds = timing["read"] + timing["write"] + timing["verify"]

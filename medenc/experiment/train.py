@@ -72,10 +72,10 @@ def train_from_manifest(
     import torch
 
     from medenc import __version__
-    from medenc.dataset import load_images, load_slice, read_manifest
-    from medenc.models import ARCHITECTURES, build_model, count_parameters
-    from medenc.preprocess import Preprocess
-    from medenc.train import ModelInfo, accuracy, fit, predict, resolve_device, save_checkpoint, seed_everything
+    from medenc.core.mapping import Preprocess
+    from medenc.experiment.dataset import load_images, load_slice, read_manifest
+    from medenc.learn.models import ARCHITECTURES, build_model, count_parameters
+    from medenc.learn.train import ModelInfo, accuracy, fit, predict, resolve_device, save_checkpoint, seed_everything
 
     warn = on_warning or (lambda _message: None)
     # ---- validate everything before any work

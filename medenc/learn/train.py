@@ -1,12 +1,12 @@
 """Training, prediction and model checkpoints.
 
-:func:`fit` trains any classifier of :mod:`medenc.models` with SGD (Nesterov momentum, weight decay,
+:func:`fit` trains any classifier of :mod:`medenc.learn.models` with SGD (Nesterov momentum, weight decay,
 linear warm-up then cosine decay of the learning rate). On CUDA it uses bf16 autocast and channels_last;
 on the CPU it is seeded and deterministic. ``augment=True`` is the data thief's standard augmentation
 (random horizontal flip, random crop after zero padding), used by the security evaluation.
 
 Checkpoints (:class:`ModelInfo`, :func:`save_checkpoint`, :func:`load_checkpoint`) live in
-:mod:`medenc.checkpoint` and are re-exported here.
+:mod:`medenc.learn.checkpoint` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -23,12 +23,12 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional
 
-from medenc.checkpoint import CHECKPOINT_FORMAT, ModelInfo, load_checkpoint, save_checkpoint
-from medenc.encrypt import resolve_device
+from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
+from medenc.learn.checkpoint import CHECKPOINT_FORMAT, ModelInfo, load_checkpoint, save_checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medenc.preprocess import Preprocess
+    from medenc.core.mapping import Preprocess
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -97,7 +97,7 @@ def augment_batch(x: Tensor, generator: torch.Generator, *, pad: int | None = No
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
     if pad == 0:
         return x
-    from medenc.harden import random_shift
+    from medenc.core.harden import random_shift
 
     return random_shift(x, generator, pad).contiguous()
 
@@ -132,7 +132,7 @@ def fit(
     """Train ``model`` in place by minimising cross-entropy.
 
     Args:
-        model: a classifier (see :func:`medenc.models.build_model`).
+        model: a classifier (see :func:`medenc.learn.models.build_model`).
         x_train: raw slices if ``preprocess`` is given (mapped once before training), else model inputs.
         y_train: class indices.
         epochs: passes over the training set.

@@ -1,0 +1,149 @@
+"""What the command modules share: one-line errors and warnings, option types, progress, printing.
+
+Heavy imports (torch, MONAI, pydicom) stay inside the functions so ``medenc --help`` is quick.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+from medenc.errors import MedencError
+
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file of option values; flags override it.")]
+PresetOption = Annotated[
+    str | None, typer.Option("--preset", help="Shipped config: 'paper' (the paper's MRI setting) or 'quick' (CPU).")
+]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+LOW_HIT_RATE = 0.9  # encrypt-dataset warns below this share of perturbed copies on target
+
+
+def report_error(error: BaseException) -> NoReturn:
+    typer.echo(f"medenc: error: {error}", err=True)
+    raise typer.Exit(2)
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``message`` as a one-line user error on stderr and exit with status 2."""
+    report_error(MedencError(message))
+
+
+def warn(message: str) -> None:
+    """Print a one-line warning on stderr."""
+    print(f"medenc: warning: {message}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator[Any]:
+    """A rich progress display on stderr (quiet when stderr is not a terminal)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    console = Console(stderr=True)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        yield progress
+
+
+def parse_archs(text: str) -> list[str]:
+    """``"resnet18,vgg11"`` -> ``["resnet18", "vgg11"]``."""
+    return [a.strip() for a in str(text).split(",") if a.strip()]
+
+
+def print_encryption_summary(summary: dict[str, Any], out: Path) -> None:
+    """Print the fidelity and hit-rate lines of an encrypt-dataset summary."""
+    fid = summary["fidelity_native_units"]
+    hit = summary["base_model_hit_rate"]
+    typer.echo(
+        f"encrypted {summary['slices']} slices in {summary['seconds']:.1f} s on {summary['device']} "
+        f"({summary['combiner']}, {summary['pgd']['norm']} eps {summary['pgd']['eps']}, "
+        f"{summary['pgd']['steps']} steps; key {summary['key_fingerprint']})"
+    )
+    typer.echo(
+        f"fidelity: PSNR mean {fid['psnr_db']['mean']:.1f} dB (min {fid['psnr_db']['min']:.1f}), "
+        f"SSIM mean {fid['ssim']['mean']:.4f} (min {fid['ssim']['min']:.4f}), "
+        f"Linf max {fid['linf']['max']:.1f} native units"
+    )
+    typer.echo(
+        f"base model: perturbed copies on their target {hit['copies_on_target']:.1%}; "
+        f"written images predicted as one of their targets {hit['written_image_predicted_as_a_target']:.1%}"
+    )
+    for member in summary.get("hardening", {}).get("ensemble", []):
+        typer.echo(
+            f"ensemble member {member['arch']} ({member['path']}): copies on target {member['copies_on_target']:.1%}"
+        )
+    typer.echo(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
+    if hit["copies_on_target"] >= LOW_HIT_RATE:
+        return
+    if summary.get("hardening", {}).get("eot"):
+        typer.echo(
+            "note: with EOT the copies are optimised for randomly transformed views, so the hit rate on the "
+            "untransformed copies understates them; measure the protection with `medenc security-eval`"
+        )
+    else:
+        warn(
+            f"only {hit['copies_on_target']:.0%} of the perturbed copies reach their target on the base model: "
+            "the planted features are weak; raise the key's PGD steps (keygen --steps)"
+        )
+
+
+def print_evaluation(report: dict[str, Any], out: Path) -> None:
+    """Print the Table 12 layout and where the report is."""
+    from medenc.experiment.report import table12
+
+    typer.echo("")
+    typer.echo(table12(report))
+    typer.echo(
+        f"\nchance level {report['chance']:.0%}; report: {out / 'results.json'}, {out / 'report.md'}, "
+        f"{out / 'accuracy.png'}"
+    )
+    weak = [a for a, r in report["architectures"].items() if r["encrypted_test"] - r["original_test"] < 0.30]
+    if weak:
+        warn(
+            f"models trained on encrypted data lost less than 30 points on original images for: {', '.join(weak)}; "
+            "see docs/evaluation.md for why (an architecture other than the base model's, task too easy for "
+            "robust features, eps too small, few PGD steps)"
+        )
+
+
+def train_with_progress(job: Any) -> Any:
+    """Run :func:`medenc.experiment.train.train_from_manifest` under rich progress bars and print its outcome."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from medenc.experiment.train import train_from_manifest
+
+    console = Console(stderr=True)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+        outcome = train_from_manifest(job, progress=progress, on_warning=warn)
+    metrics = outcome.metrics
+    typer.echo(
+        f"trained {outcome.arch} ({outcome.parameters / 1e6:.2f} M parameters) on {metrics['n_train']} slices, "
+        f"{len(outcome.classes)} classes, {outcome.size[0]}x{outcome.size[1]}, {job.epochs} "
+        f"epochs in {metrics['train_seconds']:.1f} s on {outcome.device}"
+    )
+    typer.echo(f"train accuracy {metrics['train_accuracy']:.3f}")
+    if "test_accuracy" in metrics:
+        per_class = ", ".join(f"{k} {v:.2f}" for k, v in metrics["test_per_class_accuracy"].items())
+        typer.echo(f"test accuracy {metrics['test_accuracy']:.3f} on {metrics['n_test']} slices ({per_class})")
+    typer.echo(f"wrote {outcome.checkpoint}")
+    return outcome

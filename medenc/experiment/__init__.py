@@ -1,0 +1,1 @@
+"""The paper's experiment as library functions: prepare, train, encrypt a data set, evaluate, report."""

@@ -1,0 +1,1 @@
+"""Classifiers and their training: the model zoo, checkpoints, ``fit``/``predict``, victims and recipes."""

@@ -1,0 +1,1 @@
+"""``medenc encrypt-study``: one study (or a batch of studies) into a shareable derived copy."""

@@ -1,0 +1,81 @@
+"""What one study's encryption is asked to do, and the checks that need no pixels.
+
+:class:`StudyRequest` is built by ``medenc encrypt-study`` (one study) and by the batch runner (one per
+CSV row); :func:`check_request` runs before any model is loaded or any pixel is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from medenc.errors import InputError, OutputExistsError
+
+SLICE_MODES = ("largest", "tumor", "all")
+
+
+@dataclass(frozen=True)
+class StudyRequest:
+    """One study to encrypt and how.
+
+    Attributes:
+        study: DICOM folder or file, or a NIfTI file.
+        label: the study's true class (a class name of the model).
+        out: the output folder (created).
+        mask: tumor mask (NIfTI or DICOM SEG on the image grid); needed for ``largest`` and ``tumor``.
+        slices: ``"largest"``, ``"tumor"`` or ``"all"``.
+        series: SeriesInstanceUID to read from a folder holding several series.
+        only_selected: write only the encrypted slices instead of the complete volume.
+    """
+
+    study: Path
+    label: str
+    out: Path
+    mask: Path | None = None
+    slices: str = "largest"
+    series: str | None = None
+    only_selected: bool = False
+
+
+
+def check_request(
+    request: StudyRequest,
+    classes: tuple[str, ...] | None = None,
+    *,
+    force: bool = False,
+    protected: tuple[Path, ...] = (),
+) -> None:
+    """Checks that need no pixels: slice mode, mask, label (given the classes), paths, existing output.
+
+    ``protected`` files (the model, the key) must not lie inside the output folder either: replacing
+    it with ``force`` would delete them.
+
+    Raises:
+        InputError: the request cannot be carried out as given.
+        OutputExistsError: ``request.out`` exists and ``force`` is False.
+    """
+    if request.slices not in SLICE_MODES:
+        raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {request.slices!r}")
+    if request.mask is None and request.slices != "all":
+        raise InputError(
+            f"--slices {request.slices} needs a tumor mask", request.study, tip="pass --mask MASK, or use --slices all"
+        )
+    if classes is not None and request.label not in classes:
+        raise InputError(
+            f"label {request.label!r} is not one of the model's classes ({', '.join(classes)})",
+            tip="use the class name exactly as the model and key spell it",
+        )
+    if not request.study.exists():
+        raise InputError("no such file or folder", request.study)
+    if request.mask is not None and not request.mask.is_file():
+        raise InputError("mask file not found", request.mask)
+    target = request.out.resolve()
+    study = request.study.resolve()
+    if target == study or study in target.parents:
+        raise InputError("the output folder is the input study or inside it", request.out, tip="write elsewhere")
+    inputs = [request.study, *([request.mask] if request.mask is not None else []), *protected]
+    for path in inputs:
+        if target in path.resolve().parents:
+            raise InputError(f"the output folder holds an input ({path}); replacing it would delete it", request.out)
+    if not force and request.out.exists() and (not request.out.is_dir() or any(request.out.iterdir())):
+        raise OutputExistsError(request.out)

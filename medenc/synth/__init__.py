@@ -1,0 +1,1 @@
+"""``medenc synth``: synthetic 5-class brain-tumor MRI studies on real MNI152 anatomy."""
