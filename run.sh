@@ -53,7 +53,11 @@ case "$cmd" in
     ;;
   test)
     setup dev
-    if [ -x scripts/install-browser.sh ]; then scripts/install-browser.sh || echo "medenc: browser not installed; browser tests will skip" >&2; fi
+    # the real parts some tests use (Debian chromium, dicom3tools, ...): each scripts/install-*.sh is idempotent
+    for part in scripts/install-*.sh; do
+      [ -x "$part" ] || continue
+      "$part" || echo "medenc: $part failed; the tests that need it will skip" >&2
+    done
     "$venv/bin/ruff" check .
     exec "$venv/bin/python" -m pytest "$@"
     ;;
