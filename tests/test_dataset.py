@@ -58,7 +58,7 @@ def _edit(folder: Path, old: str, new: str) -> Path:
 @pytest.mark.parametrize(
     ("old", "new", "message"),
     [
-        ("case_id,label,split,image", "case_id,diagnosis,split,image", "lacks column.*label"),
+        ("case_id,label,split,image", "case_id,diagnosis,split,image", "missing column.*label"),
         ("c2/slice.nii.gz", "c2/missing.nii.gz", "line 4: image file 'c2/missing.nii.gz' not found"),
         ("c3,glioma,train", "c3,glioma,validation", "line 5: unknown split 'validation'"),
         ("c1,meningioma,train", "c1,,train", "line 3: empty label"),

@@ -329,12 +329,12 @@ def _bad(env: dict[str, Any], tmp_path: Path) -> dict[str, tuple[list[Any], str]
     return {
         "unknown label": ([dicom, "--mask", mask, "--label", "glioma", "--out", out], "label 'glioma' is not one"),
         "model/key mismatch": ([dicom, "--mask", mask, "--out", out, "--key", env["other_key"]], "do not match"),
-        "output inside input": ([dicom, "--mask", mask, "--out", Path(dicom) / "enc"], "inside it"),
-        "output is the input": ([dicom, "--mask", mask, "--out", dicom, "--force"], "inside it"),
-        "output holds the input": ([dicom, "--mask", mask, "--out", Path(dicom).parent, "--force"], "holds an input"),
+        "output inside input": ([dicom, "--mask", mask, "--out", Path(dicom) / "enc"], "lies inside the input folder"),
+        "output is the input": ([dicom, "--mask", mask, "--out", dicom, "--force"], "is the input"),
+        "output holds the input": ([dicom, "--mask", mask, "--out", Path(dicom).parent, "--force"], "holds the input"),
         "output holds the key": (
             [dicom, "--mask", mask, "--out", tmp_path / "keys", "--key", tmp_path / "keys" / "key.json", "--force"],
-            "holds an input",
+            "holds the input",
         ),
         "missing mask, largest": ([dicom, "--out", out], "--slices largest needs a tumor mask"),
         "missing mask, tumor": ([dicom, "--out", out, "--slices", "tumor"], "--slices tumor needs a tumor mask"),

@@ -78,7 +78,8 @@ def test_encrypted_dataset_layout_summary_and_inputs_untouched(pipeline) -> None
     enc_rows = [r.split(",") for r in pipeline["encrypted"].read_text().splitlines()[1:]]
     assert [r[:3] for r in clean_rows] == [r[:3] for r in enc_rows]
     assert all((enc_dir / r[3]).is_file() for r in enc_rows)
-    summary = json.loads((enc_dir / "summary.json").read_text())
+    assert not (enc_dir / "summary.json").exists()  # the shared folder holds no key details
+    summary = json.loads((enc_dir.parent / f"{enc_dir.name}.summary.json").read_text())
     assert summary["slices"] == 15 and len(summary["per_slice"]) == 15
     assert 0 <= summary["base_model_hit_rate"]["copies_on_target"] <= 1
     assert summary["fidelity_native_units"]["psnr_db"]["min"] > 10
@@ -89,6 +90,9 @@ def test_encrypted_dataset_layout_summary_and_inputs_untouched(pipeline) -> None
         if path.is_file() and path.suffix in (".json", ".csv"):
             text = path.read_text()
             assert '"targets"' not in text and json.dumps(key["targets"]) not in text
+            # nor anything key-derived or a setting: identifier, combiner, PGD settings, model path
+            assert summary["key_fingerprint"] not in text and "hconcat" not in text and "eps" not in text
+            assert "base.pt" not in text
     assert _checksums(pipeline["dataset"].parent) == pipeline["dataset_checksums"]
 
 
@@ -114,7 +118,9 @@ def test_outputs_refused_without_force(pipeline) -> None:
 
 
 def test_bad_inputs_exit_2_with_one_line(pipeline, tmp_path: Path) -> None:
-    bad_manifest = tmp_path / "bad.csv"
+    inputs = tmp_path / "in"  # outputs may not lie inside an input's folder
+    inputs.mkdir()
+    bad_manifest = inputs / "bad.csv"
     bad_manifest.write_text("case_id,label,image\na,b,c\n")
     cases = [
         (("evaluate", "--clean", pipeline["dataset"], "--encrypted", pipeline["encrypted"], "--arch", "alexnet",
@@ -123,11 +129,11 @@ def test_bad_inputs_exit_2_with_one_line(pipeline, tmp_path: Path) -> None:
         (("encrypt-dataset", bad_manifest, "--model", pipeline["model"], "--key", pipeline["key"],
           "--out", tmp_path / "e"), "bad.csv"),
     ]
-    other_key = tmp_path / "other.json"
+    other_key = inputs / "other.json"
     assert _run("keygen", "--classes", "a,b,c,d,e", "--out", other_key).exit_code == 0
     cases.append((("encrypt-dataset", pipeline["dataset"], "--model", pipeline["model"], "--key", other_key,
                    "--out", tmp_path / "e2"), "do not match the model's"))
-    wrong_labels = tmp_path / "labels.csv"
+    wrong_labels = inputs / "labels.csv"
     lines = pipeline["dataset"].read_text().splitlines()
     first = lines[1].split(",")
     first[1] = "glioma"
@@ -144,10 +150,11 @@ def test_bad_inputs_exit_2_with_one_line(pipeline, tmp_path: Path) -> None:
 
 
 def test_key_readable_by_others_warns(pipeline, tmp_path: Path) -> None:
-    loose = tmp_path / "loose.json"
+    (tmp_path / "in").mkdir()
+    loose = tmp_path / "in" / "loose.json"
     loose.write_text(pipeline["key"].read_text())
     os.chmod(loose, 0o644)
-    manifest = tmp_path / "one.csv"
+    manifest = tmp_path / "in" / "one.csv"
     lines = pipeline["dataset"].read_text().splitlines()
     row = lines[1].split(",")
     row[3] = str(pipeline["dataset"].parent / row[3])

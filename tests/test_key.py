@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import replace
 
 import pytest
 
@@ -31,7 +32,10 @@ def test_generated_keys_never_self_map_and_targets_distinct(combiner: str) -> No
 def test_seed_reproducible_and_unseeded_random() -> None:
     a = EncryptionKey.generate(CLASSES, "hconcat", seed=7, ratio=(0.3, 0.7))
     b = EncryptionKey.generate(CLASSES, "hconcat", seed=7, ratio=(0.3, 0.7))
-    assert a == b and a.fingerprint() == b.fingerprint()
+    assert a == b and a.fingerprint() == b.fingerprint()  # seeded: reproducible, identifier included
+    c, d = (EncryptionKey.generate(CLASSES, "hconcat", seed=None) for _ in range(2))
+    assert replace(c, targets=d.targets, ratios=d.ratios) == d  # the same content ...
+    assert replace(c, targets=d.targets, ratios=d.ratios).fingerprint() != d.fingerprint()  # ... other salts
     drawn = {EncryptionKey.generate(CLASSES, "hconcat", ratio=(0.3, 0.7)).fingerprint() for _ in range(8)}
     assert len(drawn) == 8
     assert all(0.3 <= r <= 0.7 for r in a.ratios)
@@ -42,7 +46,8 @@ def test_round_trip_and_file_mode(tmp_path) -> None:
     key = EncryptionKey.generate(CLASSES, "cutmix", seed=3, pgd=PGDSettings(norm="linf", eps=0.03, step=0.01))
     path = key.save(tmp_path / "key.json")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert EncryptionKey.load(path) == key
+    loaded = EncryptionKey.load(path)
+    assert loaded == key and loaded.fingerprint() == key.fingerprint()  # the salt travels in the key file
     with pytest.raises(OutputExistsError):
         key.save(path)
     key.save(path, force=True)
@@ -136,3 +141,55 @@ def test_class_index() -> None:
     assert key.class_index("schwannoma") == 2
     with pytest.raises(KeyFileError, match="not in the key's classes"):
         key.class_index("glioma")
+
+
+def test_fingerprint_resists_brute_force_over_every_correspondence() -> None:
+    """The audit recovered schema 1 correspondences from their unsalted fingerprint; the salted one is not found."""
+    import hashlib
+
+    from medenc.security.key_recovery import enumerate_correspondences
+
+    key = EncryptionKey.generate(CLASSES, "hconcat")  # ratio 0.5: only the correspondence is unknown
+
+    def unsalted(candidate: EncryptionKey) -> str:  # schema 1's fingerprint
+        data = {k: v for k, v in candidate.to_dict().items() if k != "salt"}
+        data["schema_version"] = 1
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(b"medenc-key\0" + canonical.encode()).hexdigest()[:16]
+
+    candidates = [replace(key, targets=t, salt="0" * 32) for t in enumerate_correspondences(len(CLASSES), 2)]
+    assert len(candidates) > 500 and any(c == key for c in candidates)  # the search space holds the key
+    old = {unsalted(c): c for c in candidates}
+    assert old[unsalted(key)] == key  # the old identifier gives the key away at once
+    new_id = key.fingerprint()
+    matches = [c for c in candidates if c.fingerprint() == new_id or unsalted(c) == new_id]
+    assert matches == []  # without the salt no candidate reproduces the identifier
+
+
+def test_key_file_safety_errors(tmp_path) -> None:
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(KeyFileError, match="nested too deeply"):
+        EncryptionKey.load(deep)
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        EncryptionKey.load("/dev/zero")
+    with pytest.raises(KeyFileError, match="not a regular file"):
+        EncryptionKey.load(tmp_path)
+    big = tmp_path / "big.json"
+    big.write_bytes(b" " * (2 << 20))
+    with pytest.raises(KeyFileError, match="not a key file"):
+        EncryptionKey.load(big)
+
+
+def test_schema_1_keys_still_load_with_a_warning(tmp_path) -> None:
+    import json
+
+    key = EncryptionKey.generate(CLASSES, "hconcat", seed=2)
+    data = key.to_dict()
+    data["schema_version"] = 1
+    del data["salt"]
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(data))
+    with pytest.warns(UserWarning, match="schema 1 key"):
+        old = EncryptionKey.load(path)
+    assert old == key

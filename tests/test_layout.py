@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "medenc.atomic": 0,
     "medenc.config": 0,
     "medenc.reporting": 0,
+    "medenc.files": 0,
     "medenc.core": 1,
     "medenc.io": 1,
     "medenc.learn": 2,

@@ -44,7 +44,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                   "--out", root / "hard", "--device", "cpu", "--extra-model", root / "member.pt")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "ensemble member preresnet20" in result.output
-    summary = json.loads((root / "hard" / "summary.json").read_text())
+    summary = json.loads((root / "hard.summary.json").read_text())
     member = summary["hardening"]["ensemble"][0]
     assert member["arch"] == "preresnet20" and 0.0 <= member["copies_on_target"] <= 1.0
     if summary["base_model_hit_rate"]["copies_on_target"] < 0.9:  # EOT: the plain hit rate understates the copies

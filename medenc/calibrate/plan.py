@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from medenc.errors import InputError
+from medenc.files import sha256_file
 
 #: per-class training counts tried, largest first, when a budget forces a subset (nested subsets)
 LADDER = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
@@ -34,15 +35,6 @@ def digest(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (a cache key)."""
     text = json.dumps(parts, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class Cache:
@@ -69,13 +61,25 @@ class Cache:
         atomic_write_text(self.root / kind / f"{key}.json", json.dumps({**entry, "cache_key": key}, indent=1) + "\n")
 
     def encrypted_dir(self, key: str) -> Path:
-        """Folder of a cached encrypted set (exists once ``summary.json`` is in it)."""
+        """Folder of a cached encrypted set (complete once its summary exists beside it)."""
         return self.root / "encrypted" / key
 
     @staticmethod
+    def has_summary(folder: Path) -> bool:
+        """Whether the cached encrypted set in ``folder`` is complete."""
+        from medenc.experiment.encrypt_dataset import read_summary
+
+        return read_summary(folder) is not None
+
+    @staticmethod
     def read_summary(folder: Path) -> dict[str, Any]:
-        """The ``summary.json`` of an encrypted set."""
-        return json.loads((folder / "summary.json").read_text(encoding="utf-8"))
+        """The in-house summary of an encrypted set."""
+        from medenc.experiment.encrypt_dataset import read_summary
+
+        summary = read_summary(folder)
+        if summary is None:
+            raise FileNotFoundError(folder)
+        return summary
 
     def write_subset(self, fingerprint: str, manifest: Any, rows: list[Any]) -> Path:
         """Write the manifest of the calibrated slices (image paths through a link to the data folder)."""
@@ -160,7 +164,7 @@ def prepare_inputs(manifest: str | Path, model: str | Path, key: str | Path | No
             "norm": base_key.pgd.norm,
             "ratio": settings.ratio,
         }
-    return Inputs(classes, data, base, base_key, note, file_sha256(model), settings)
+    return Inputs(classes, data, base, base_key, note, sha256_file(model), settings)
 
 
 @dataclass
@@ -232,7 +236,7 @@ def plan_work(inputs: Inputs, settings: Any, cache: Cache, *, estimate: bool, lo
                 settings.batch_size,
             )
             plan.enc_keys[eps] = enc
-            if not (cache.encrypted_dir(enc) / "summary.json").is_file():
+            if not cache.has_summary(cache.encrypted_dir(enc)):
                 plan.todo[("encrypt", eps)] = costs["pgd_per_slice"] * len(subset) if costs else 1.0
             for victim in settings.victims:
                 plan.victim_keys[(eps, victim)] = digest("victim", enc, victim, recipe, dev.type)

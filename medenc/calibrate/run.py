@@ -325,7 +325,7 @@ def calibrate(
     for eps in settings.eps_grid:
         eps_key = inputs.key_for(eps)
         folder = cache.encrypted_dir(plan.enc_keys[eps])
-        if not (folder / "summary.json").is_file():
+        if not cache.has_summary(folder):
             with ticker.item(("encrypt", eps), f"eps {eps:g}: encrypting", slices=plan.n_slices) as slices:
                 encrypt_dataset(
                     plan.subset_csv,

@@ -90,7 +90,10 @@ def print_encryption_summary(summary: dict[str, Any], out: Path) -> None:
         typer.echo(
             f"ensemble member {member['arch']} ({member['path']}): copies on target {member['copies_on_target']:.1%}"
         )
-    typer.echo(f"wrote {out / 'manifest.csv'} and {out / 'summary.json'}")
+    from medenc.experiment.encrypt_dataset import summary_path
+
+    typer.echo(f"wrote {out / 'manifest.csv'} (share the folder {out}/)")
+    typer.echo(f"wrote {summary_path(out)} (in-house: names the key and its settings; never share it)")
     if hit["copies_on_target"] >= LOW_HIT_RATE:
         return
     if summary.get("hardening", {}).get("eot"):

@@ -73,7 +73,7 @@ def encrypt_dataset_command(
     ] = None,
     force: ForceOption = False,
 ) -> None:
-    """Encrypt every slice (train and test) with its true label; write slices, manifest.csv and summary.json."""
+    """Encrypt every slice (train and test) with its true label; write slices, manifest.csv, and the summary beside."""
     import warnings
 
     from medenc.experiment.encrypt_dataset import encrypt_dataset

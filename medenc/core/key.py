@@ -2,12 +2,15 @@
 
 The key is what an attacker would need to recover (paper sections 3.4 and 4.3), so it is drawn with
 cryptographic randomness unless a seed is given, written with file mode 0600, and identified in
-reports only by :meth:`EncryptionKey.fingerprint`.
+reports only by :meth:`EncryptionKey.fingerprint`: an HMAC of the key's content under a random 128-bit
+salt that is stored in the key file only, so the identifier cannot be matched against the few thousand
+possible correspondences (an unsalted hash of the content could: schema 1 did that).
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import math
 import os
@@ -23,7 +26,9 @@ from typing import Any
 from medenc.atomic import atomic_write_text
 from medenc.errors import InputError, KeyFileError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+MAX_KEY_BYTES = 1 << 20  # a key file is a few KiB; refuse to read more (e.g. --key /dev/zero)
+READABLE_SCHEMAS = (1, 2)  # schema 1: no salt (a fresh random one is drawn at every load)
 
 #: Number of target classes each combiner needs per source class.
 COMBINER_TARGETS: dict[str, int] = {
@@ -104,6 +109,8 @@ class EncryptionKey:
         eot_samples: random draws averaged per PGD step when ``eot`` is set.
         ratio_jitter: hardening: each image's ratio is its class ratio plus a uniform draw from
             ``-ratio_jitter..ratio_jitter``.
+        salt: 32 hex digits of secret randomness keying :meth:`fingerprint`; drawn when empty. Not part
+            of the key's value (two keys with the same content compare equal).
     """
 
     classes: tuple[str, ...]
@@ -117,9 +124,14 @@ class EncryptionKey:
     eot: tuple[str, ...] = ()
     eot_samples: int = 1
     ratio_jitter: float = 0.0
+    salt: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.validate()
+        if not self.salt:
+            object.__setattr__(self, "salt", secrets.token_hex(16))
+        elif len(self.salt) != 32 or any(c not in "0123456789abcdef" for c in self.salt):
+            raise KeyFileError("salt must be 32 lower-case hex digits")
 
     @property
     def num_classes(self) -> int:
@@ -190,11 +202,15 @@ class EncryptionKey:
         boxes = None
         if combiner == "cutmix":
             boxes = tuple(_draw_box(rng, r) for r in ratios)
+        # a seeded key is reproducible, so is its salt (its identifier is as guessable as its seed)
+        salt = secrets.token_hex(16) if seed is None else hashlib.sha256(f"medenc-salt\0{seed}".encode()).hexdigest()
+        salt = salt[:32]
         return cls(
             classes=classes,
             combiner=combiner,
             targets=targets,
             ratios=ratios,
+            salt=salt,
             pgd=pgd or PGDSettings(),
             seed=seed,
             mixup_lambda=mixup_lambda,
@@ -279,12 +295,13 @@ class EncryptionKey:
         """JSON-ready dict with the schema version (contains the secret)."""
         data = asdict(self)
         data["schema_version"] = SCHEMA_VERSION
+        data["salt"] = self.salt
         data["classes"] = list(self.classes)
         data["targets"] = [list(row) for row in self.targets]
         data["ratios"] = list(self.ratios)
         data["boxes"] = None if self.boxes is None else [list(b) for b in self.boxes]
         data["eot"] = list(self.eot)
-        for name, default in HARDENING_DEFAULTS.items():  # absent when off: old keys keep their fingerprint
+        for name, default in HARDENING_DEFAULTS.items():  # absent when off: the file stays as short as before
             if data[name] == default or (name == "eot" and not data[name]):
                 del data[name]
         return data
@@ -295,9 +312,19 @@ class EncryptionKey:
         if not isinstance(data, dict):
             raise KeyFileError("a key file must hold a JSON object", source)
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMAS or isinstance(version, bool):
             raise KeyFileError(f"unsupported key schema_version {version!r}; expected {SCHEMA_VERSION}", source)
         known = {"schema_version", "classes", "combiner", "targets", "ratios", "pgd", "seed", "mixup_lambda", "boxes"}
+        if version >= 2:
+            known.add("salt")
+            if not isinstance(data.get("salt"), str) or not data["salt"]:
+                raise KeyFileError("key is missing its salt", source, tip="draw a new key with `medenc keygen`")
+        else:
+            warnings.warn(
+                f"{source or 'key'}: schema 1 key (no salt): its identifier changes at every load; "
+                "draw a new key with `medenc keygen` for stable, unguessable identifiers",
+                stacklevel=2,
+            )
         known |= set(HARDENING_DEFAULTS)
         unknown = sorted(set(data) - known)
         if unknown:
@@ -305,6 +332,8 @@ class EncryptionKey:
         missing = [name for name in ("classes", "combiner", "targets", "ratios", "pgd") if name not in data]
         if missing:
             raise KeyFileError(f"key is missing field(s): {', '.join(missing)}", source)
+        if not isinstance(data["pgd"], dict):
+            raise KeyFileError(f"pgd must be an object, got {type(data['pgd']).__name__}", source)
         try:
             pgd = PGDSettings(**data["pgd"])
             boxes = data.get("boxes")
@@ -320,6 +349,7 @@ class EncryptionKey:
                 eot=tuple(str(t) for t in _string_list(data.get("eot", []), "eot")),
                 eot_samples=data.get("eot_samples", 1),
                 ratio_jitter=data.get("ratio_jitter", 0.0),
+                salt=data.get("salt", ""),
             )
         except KeyFileError as error:
             if source is None or error.path is not None:
@@ -338,22 +368,35 @@ class EncryptionKey:
     def load(cls, path: str | Path) -> EncryptionKey:
         """Read and validate a key file; every problem is a :class:`KeyFileError` naming the file."""
         path = Path(path)
+        if not path.exists():
+            raise KeyFileError("key file not found", path)
+        if not path.is_file():
+            raise KeyFileError("not a regular file (a key is a small JSON file)", path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise KeyFileError("key file not found", path) from None
+            with path.open("rb") as handle:
+                raw = handle.read(MAX_KEY_BYTES + 1)
+            if len(raw) > MAX_KEY_BYTES:
+                raise KeyFileError(f"larger than {MAX_KEY_BYTES // 1024} KiB: not a key file", path)
+            text = raw.decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             raise KeyFileError(f"cannot read key file ({error.__class__.__name__})", path) from None
         try:
             data = json.loads(text)
         except json.JSONDecodeError as error:
             raise KeyFileError(f"not valid JSON (line {error.lineno})", path) from None
+        except RecursionError:
+            raise KeyFileError("JSON nested too deeply: not a key file", path) from None
         return cls.from_dict(data, path)
 
     def fingerprint(self) -> str:
-        """A short identifier of the key (16 hex characters of a SHA-256), revealing nothing of it."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(b"medenc-key\0" + canonical.encode()).hexdigest()[:16]
+        """A short identifier of the key: 16 hex characters of HMAC-SHA256(salt, content).
+
+        It changes with any setting (a calibration variant gets its own) and, without the salt that only
+        the key file holds, cannot be matched against candidate correspondences.
+        """
+        content = {k: v for k, v in self.to_dict().items() if k not in ("salt", "schema_version")}
+        canonical = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return hmac.new(bytes.fromhex(self.salt), b"medenc-key\0" + canonical.encode(), hashlib.sha256).hexdigest()[:16]
 
     def __repr__(self) -> str:
         # never print the secret correspondence by accident (logs, tracebacks)

@@ -9,7 +9,6 @@ model checkpoint.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medenc.errors import InputError
+from medenc.files import check_name
+from medenc.io.tables import read_table
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
@@ -135,32 +136,11 @@ def read_manifest(path: str | Path, *, classes: Sequence[str] | None = None, che
             missing image file, or a case in more than one split; the message names the file and line.
     """
     path = Path(path)
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            header = [h.strip() for h in (reader.fieldnames or [])]
-            missing = [c for c in REQUIRED_COLUMNS if c not in header]
-            if missing:
-                raise InputError(
-                    f"manifest lacks column(s) {', '.join(missing)}; found {', '.join(header) or 'none'}",
-                    path=path,
-                    tip="the header must be case_id,label,split,image",
-                )
-            reader.fieldnames = header
-            records = [(reader.line_num, rec) for rec in reader]
-    except FileNotFoundError as error:
-        raise InputError("manifest not found", path=path) from error
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise InputError(f"cannot read manifest ({error})", path=path) from error
-    if not records:
-        raise InputError("manifest has no rows", path=path)
-
+    table = read_table(path, required=REQUIRED_COLUMNS, tip="the header must be case_id,label,split,image")
     rows: list[ManifestRow] = []
-    for line, rec in records:
-        values = {c: (rec.get(c) or "").strip() for c in REQUIRED_COLUMNS}
-        empty = [c for c in REQUIRED_COLUMNS if not values[c]]
-        if empty:
-            raise InputError(f"line {line}: empty {', '.join(empty)}", path=path)
+    for record in table:
+        line, values = record.line, record.values
+        check_name(values["case_id"], path, what=f"line {line}: case id")
         if values["split"] not in SPLITS:
             raise InputError(
                 f"line {line}: unknown split {values['split']!r}; expected one of {', '.join(SPLITS)}",

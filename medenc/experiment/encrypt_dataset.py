@@ -2,12 +2,17 @@
 
 Slices are read with their stored type and range, encrypted on their native grid through the base
 model's input mapping (``Preprocess``), rounded back to the stored type, and written like the source
-(same header and affine) under the same relative path. A ``summary.json`` holds the fidelity of the
-change and the base model's hit rate on the target classes, measured on what was written.
+(same header and affine) under the same relative path. ``OUT`` holds only what may be shared (the
+slices and ``manifest.csv``); the in-house summary beside it, ``OUT.summary.json`` (:func:`summary_path`),
+holds the key's identifier, the settings, the fidelity of the change and the base model's hit rate on
+the target classes, measured on what was written. It is never to be shared: the settings are part of
+the secret.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections import defaultdict
@@ -18,10 +23,27 @@ from typing import Any
 import numpy as np
 import torch
 
-from medenc.atomic import atomic_directory
+from medenc.atomic import atomic_directory, atomic_write_text
 from medenc.core.key import check_key_classes, load_key_for
 from medenc.errors import InputError
+from medenc.files import check_output, inside
 from medenc.learn.checkpoint import BaseModel, load_base_model
+
+SUMMARY_SUFFIX = ".summary.json"
+
+
+def summary_path(out: str | Path) -> Path:
+    """Where the in-house summary of the encrypted set ``out`` goes: beside it, not inside it."""
+    out = Path(out)
+    return out.parent / f"{out.name}{SUMMARY_SUFFIX}"
+
+
+def read_summary(out: str | Path) -> dict[str, Any] | None:
+    """The in-house summary of an encrypted set (also the ``OUT/summary.json`` of medenc 0.1 sets), or None."""
+    for candidate in (summary_path(out), Path(out) / "summary.json"):
+        if candidate.is_file():
+            return json.loads(candidate.read_text(encoding="utf-8"))
+    return None
 
 
 def output_name(row: Any) -> str:
@@ -52,7 +74,7 @@ def encrypt_dataset(
         model: base model checkpoint.
         key: encryption key file, or an in-memory :class:`medenc.core.key.EncryptionKey` (e.g. a calibration
             key with its eps changed); its classes must be the model's.
-        out: output folder (gets ``manifest.csv``, the slices and ``summary.json``).
+        out: output folder (gets ``manifest.csv`` and the slices; the summary goes to :func:`summary_path`).
         device: PGD device (default: CUDA if available).
         batch_size: PGD samples per call.
         precision: ``fp32``, ``bf16`` or ``auto``.
@@ -62,7 +84,7 @@ def encrypt_dataset(
             attacked together with ``model`` as an ensemble (:class:`medenc.core.harden.EnsembleModel`).
 
     Returns:
-        The summary also written to ``out/summary.json``.
+        The summary also written to ``summary_path(out)`` (in-house: never share it).
     """
     from medenc.core.encrypt import Encryptor
     from medenc.core.fidelity import fidelity_table, summarize
@@ -70,10 +92,17 @@ def encrypt_dataset(
     from medenc.io import read_image, write_like
 
     started = time.perf_counter()
+    manifest = Path(manifest)
+    inputs = [manifest, manifest.parent, model, *extra_models, key if isinstance(key, (str, Path)) else None]
+    for target in (out, summary_path(out)):
+        check_output(target, inputs=inputs, force=force)
     base = load_base_model(model)
     classes = tuple(base.info.classes)
     the_key = load_key_for(key, classes) if isinstance(key, (str, Path)) else check_key_classes(key, classes)
     data = read_manifest(manifest, classes=classes)
+    inputs += [row.path for row in data.rows]
+    for target in (out, summary_path(out)):
+        check_output(target, inputs=inputs, force=force)
     if not data.rows:
         raise InputError("manifest has no slices", manifest)
     labels = data.labels()
@@ -135,6 +164,8 @@ def encrypt_dataset(
 
     names = [output_name(row) for row in data.rows]
     summary = {
+        "audience": "in-house: never share this file (it names the key and its settings); share only the folder",
+        "encrypted": str(Path(out)),
         "slices": len(volumes),
         "classes": list(classes),
         "key_fingerprint": the_key.fingerprint(),
@@ -160,15 +191,19 @@ def encrypt_dataset(
         "seconds": round(time.perf_counter() - started, 3),
         "encrypt_seconds": round(pgd_seconds, 3),
     }
-    with atomic_directory(out, force=force) as tmp:
-        lines = ["case_id,label,split,image"]
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
+        table = io.StringIO()
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(("case_id", "label", "split", "image"))
         for i, row in enumerate(data.rows):
             target = tmp / names[i]
+            if not inside(target, tmp):
+                raise InputError(f"line {row.line}: image path {row.image!r} leads outside the output folder", manifest)
             target.parent.mkdir(parents=True, exist_ok=True)
             write_like(volumes[i], written[i], target, force=True)
-            lines.append(",".join((row.case_id, row.label, row.split, names[i])))
-        (tmp / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        (tmp / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+            writer.writerow((row.case_id, row.label, row.split, names[i]))
+        (tmp / "manifest.csv").write_text(table.getvalue(), encoding="utf-8")
+    atomic_write_text(summary_path(out), json.dumps(summary, indent=2) + "\n", inputs=inputs)
     return summary
 
 

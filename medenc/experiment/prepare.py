@@ -21,6 +21,8 @@ import numpy as np
 
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError, MedencError
+from medenc.files import check_name, check_output, safe_name
+from medenc.io.tables import read_table
 
 STUDY_COLUMNS = ("case_id", "label", "split", "image", "mask")
 
@@ -46,31 +48,14 @@ def read_studies(path: Path) -> list[dict[str, str]]:
     Raises:
         InputError: unreadable file, missing columns or empty fields.
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("studies manifest not found", path) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read studies manifest ({error.__class__.__name__})", path) from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in STUDY_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InputError(
-            f"missing column(s) {', '.join(missing)}; expected {','.join(STUDY_COLUMNS)}",
-            path,
-            tip="`medenc synth` writes such a manifest",
-        )
     rows = []
-    for line, row in enumerate(reader, start=2):
-        empty = [c for c in STUDY_COLUMNS if not (row.get(c) or "").strip()]
-        if empty:
-            raise InputError(f"line {line}: empty field(s) {', '.join(empty)}", path)
-        resolved = {c: row[c].strip() for c in STUDY_COLUMNS}
+    for record in read_table(path, required=STUDY_COLUMNS, what="studies manifest",
+                             tip="`medenc synth` writes such a manifest"):
+        resolved = dict(record.values)
+        check_name(resolved["case_id"], path, what=f"line {record.line}: case id")
         for column in ("image", "mask"):
             resolved[column] = str((path.parent / resolved[column]).resolve())
         rows.append(resolved)
-    if not rows:
-        raise InputError("studies manifest has no rows", path)
     return rows
 
 
@@ -156,6 +141,8 @@ def prepare_dataset(
     """
     studies = Path(studies)
     rows = read_studies(studies)
+    inputs = [studies, studies.parent, *(row[c] for row in rows for c in ("image", "mask"))]
+    check_output(out, inputs=inputs, force=force, what="output folder")
     if size is not None and size < 8:
         raise InputError(f"--size must be at least 8 pixels, got {size}")
     failed: list[tuple[str, str]] = []
@@ -180,17 +167,14 @@ def prepare_dataset(
         )
     if not outputs:
         return PrepareResult(None, 0, failed)
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
         (tmp / "slices").mkdir()
-        lines = ["case_id,label,split,image"]
+        table = io.StringIO()
+        writer = csv.writer(table, lineterminator="\n")
+        writer.writerow(("case_id", "label", "split", "image"))
         for row, data in outputs:
-            name = f"slices/{_safe(row['case_id'])}.nii.gz"
+            name = f"slices/{safe_name(row['case_id'])}.nii.gz"
             (tmp / name).write_bytes(data)
-            lines.append(",".join((row["case_id"], row["label"], row["split"], name)))
-        (tmp / "manifest.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            writer.writerow((row["case_id"], row["label"], row["split"], name))
+        (tmp / "manifest.csv").write_text(table.getvalue(), encoding="utf-8")
     return PrepareResult(Path(out) / "manifest.csv", len(outputs), failed)
-
-
-def _safe(case_id: str) -> str:
-    """A file-name-safe version of a case id."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)

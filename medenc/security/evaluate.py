@@ -348,12 +348,13 @@ def _read_previous(path: str | Path | None, clean: str | Path, settings: ThiefSe
 
 
 def _stored_fidelity(encrypted: Path) -> dict[str, Any]:
-    """Fidelity in stored units and the hardening from ``encrypt-dataset``'s ``summary.json``, if present."""
-    summary = encrypted.parent / "summary.json"
-    if not summary.is_file():
-        return {}
+    """Fidelity in stored units and the hardening from ``encrypt-dataset``'s in-house summary, if present."""
+    from medenc.experiment.encrypt_dataset import read_summary
+
     try:
-        data = json.loads(summary.read_text(encoding="utf-8"))
+        data = read_summary(encrypted.parent)
+        if data is None:
+            return {}
         fid = data["fidelity_native_units"]
         result = {
             "stored": {

@@ -9,8 +9,6 @@ lists every case's status.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import time
@@ -22,6 +20,8 @@ from typing import Any
 
 from medenc.atomic import atomic_write_text
 from medenc.errors import InputError, MedencError
+from medenc.files import safe_name
+from medenc.io.tables import read_table
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,6 @@ class BatchCase:
     series: str | None = None
 
 
-def safe_name(case_id: str) -> str:
-    """A file-name-safe version of a case id (its output folder's name)."""
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in case_id)
-    return name if name.strip(".") else f"_{name}"
-
-
 def read_batch(path: str | Path) -> list[BatchCase]:
     """Rows of a batch file ``case_id,label,image[,mask][,series]``; other columns are ignored.
 
@@ -54,35 +48,24 @@ def read_batch(path: str | Path) -> list[BatchCase]:
         InputError: unreadable file, missing columns, empty fields, or case ids that clash.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise InputError("batch file not found", path) from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"cannot read batch file ({error.__class__.__name__})", path) from None
-    reader = csv.DictReader(io.StringIO(text))
-    missing = [c for c in BATCH_COLUMNS if c not in (reader.fieldnames or [])]
-    if missing:
-        raise InputError(f"missing column(s) {', '.join(missing)}; expected case_id,label,image[,mask]", path)
+    table = read_table(path, required=BATCH_COLUMNS, optional=OPTIONAL_COLUMNS, what="batch file",
+                       tip="the header must be case_id,label,image[,mask][,series]")
     cases: list[BatchCase] = []
     folders: dict[str, str] = {}
-    for line, row in enumerate(reader, start=2):
-        empty = [c for c in BATCH_COLUMNS if not (row.get(c) or "").strip()]
-        if empty:
-            raise InputError(f"line {line}: empty field(s) {', '.join(empty)}", path)
-        case_id = row["case_id"].strip()
+    for record in table:
+        line, row = record.line, record.values
+        case_id = row["case_id"]
         folder = safe_name(case_id)
         if folder in folders:
             raise InputError(f"line {line}: case id {case_id!r} clashes with {folders[folder]!r}", path)
         folders[folder] = case_id
-        mask = (row.get("mask") or "").strip()
         cases.append(
             BatchCase(
                 case_id=case_id,
-                label=row["label"].strip(),
-                image=path.parent / row["image"].strip(),
-                mask=path.parent / mask if mask else None,
-                series=(row.get("series") or "").strip() or None,
+                label=row["label"],
+                image=path.parent / row["image"],
+                mask=path.parent / row["mask"] if row["mask"] else None,
+                series=row["series"] or None,
             )
         )
     if not cases:

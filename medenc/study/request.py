@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from medenc.errors import InputError, OutputExistsError
+from medenc.errors import InputError
+from medenc.files import check_output
 
 SLICE_MODES = ("largest", "tumor", "all")
 
@@ -69,13 +70,4 @@ def check_request(
         raise InputError("no such file or folder", request.study)
     if request.mask is not None and not request.mask.is_file():
         raise InputError("mask file not found", request.mask)
-    target = request.out.resolve()
-    study = request.study.resolve()
-    if target == study or study in target.parents:
-        raise InputError("the output folder is the input study or inside it", request.out, tip="write elsewhere")
-    inputs = [request.study, *([request.mask] if request.mask is not None else []), *protected]
-    for path in inputs:
-        if target in path.resolve().parents:
-            raise InputError(f"the output folder holds an input ({path}); replacing it would delete it", request.out)
-    if not force and request.out.exists() and (not request.out.is_dir() or any(request.out.iterdir())):
-        raise OutputExistsError(request.out)
+    check_output(request.out, inputs=[request.study, request.mask, *protected], force=force, what="output folder")
