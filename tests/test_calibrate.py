@@ -145,7 +145,7 @@ def test_matches_encrypt_dataset_and_evaluate_run_separately(setup, tmp_path: Pa
         *SMALL,
     )
     assert result.exit_code == 0, result.output
-    evaluated = json.loads((tmp_path / "eval" / "results.json").read_text())["architectures"]["smallcnn"]
+    evaluated = json.loads((tmp_path / "eval" / "report.json").read_text())["architectures"]["smallcnn"]
     mine = row["victims"]["smallcnn"]
     for name in ("original_test", "encrypted_test", "clean_test"):
         assert mine[name] == evaluated[name], name

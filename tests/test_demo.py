@@ -32,7 +32,7 @@ def test_demo_runs_every_stage_with_a_config_over_the_quick_preset(tmp_path: Pat
     assert "preset quick + " in result.output  # keys the file leaves out come from the quick preset
     for stage in ("3/6 training the base classifier (smallcnn)", "4/6 drew key", "6/6 evaluating: training smallcnn"):
         assert stage in result.output
-    report = json.loads((out / "report" / "results.json").read_text())
+    report = json.loads((out / "report" / "report.json").read_text())
     assert set(report["architectures"]) == {"smallcnn"}
     row = report["architectures"]["smallcnn"]
     for name in ("clean_test", "encrypted_test", "original_test"):

@@ -97,7 +97,7 @@ def test_encrypted_dataset_layout_summary_and_inputs_untouched(pipeline) -> None
 
 
 def test_evaluate_results_json_and_report(pipeline) -> None:
-    results = json.loads((pipeline["report"] / "results.json").read_text())
+    results = json.loads((pipeline["report"] / "report.json").read_text())
     row = results["architectures"]["smallcnn"]
     for name in ("clean_test", "encrypted_test", "original_test"):
         assert 0.0 <= row[name] <= 1.0

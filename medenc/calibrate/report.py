@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from medenc.reporting import REPORT_NAME, write_json
+from medenc.reporting import pct as _pct
 
 
 def result_row(eps: float, summary: Mapping[str, Any], victims: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -43,10 +45,6 @@ def reference_comparison(rows: Sequence[Mapping[str, Any]], decision: Mapping[st
         return None if row is None else {"eps": row["eps"], **{f: row[f] for f in fields}}
 
     return {"reference_eps": float(eps), "reference": pick(ref), "recommended": pick(rec)}
-
-
-def _pct(value: float) -> str:
-    return f"{value:.1%}"
 
 
 def results_table(report: dict[str, Any]) -> str:
@@ -231,6 +229,6 @@ def plot(report: dict[str, Any], path: Path) -> None:
 def write_report(report: dict[str, Any], folder: Path) -> None:
     """Write ``report.json``, ``report.md`` and ``tradeoff.png`` into ``folder``."""
     folder = Path(folder)
-    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(folder / REPORT_NAME, report)
     (folder / "report.md").write_text(markdown(report), encoding="utf-8")
     plot(report, folder / "tradeoff.png")

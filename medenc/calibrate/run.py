@@ -25,6 +25,8 @@ from typing import Any
 
 from medenc.errors import InputError
 from medenc.experiment.evaluate import TrainSettings
+from medenc.files import check_output
+from medenc.reporting import header
 
 DEFAULT_GRID = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0)
 MAX_GRID = 24
@@ -285,9 +287,7 @@ def calibrate(
     Returns:
         The ``report.json`` content.
     """
-    import torch
 
-    from medenc import __version__
     from medenc.atomic import atomic_directory
     from medenc.calibrate.plan import Cache, Ticker, plan_work, prepare_inputs
     from medenc.calibrate.report import reference_comparison, result_row, write_report
@@ -297,10 +297,8 @@ def calibrate(
     started = time.perf_counter()
     settings.validate()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        from medenc.errors import OutputExistsError
-
-        raise OutputExistsError(out)
+    input_paths = [manifest, Path(manifest).parent, model, key]
+    check_output(out, inputs=input_paths, force=force, what="report folder")
     say = log or (lambda _: None)
     cache = Cache(Path(cache_dir) if cache_dir is not None else out.parent / "medenc-calibrate-cache")
     inputs = prepare_inputs(manifest, model, key, settings)
@@ -396,10 +394,8 @@ def calibrate(
         "estimate": plan.estimate_note,
         "cache": str(cache.root),
         "fingerprints": {"data": plan.data_fingerprint, "model_sha256": inputs.model_hash},
-        "versions": {"medenc": __version__, "torch": torch.__version__},
-        "device": plan.device,
-        "seconds": round(time.perf_counter() - started, 1),
+        **header("calibrate", started=started, device=plan.device),
     }
-    with atomic_directory(out, force=force) as tmp:
+    with atomic_directory(out, force=force, inputs=input_paths) as tmp:
         write_report(report, tmp)
     return report

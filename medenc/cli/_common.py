@@ -115,7 +115,7 @@ def print_evaluation(report: dict[str, Any], out: Path) -> None:
     typer.echo("")
     typer.echo(table12(report))
     typer.echo(
-        f"\nchance level {report['chance']:.0%}; report: {out / 'results.json'}, {out / 'report.md'}, "
+        f"\nchance level {report['chance']:.0%}; report: {out / 'report.json'}, {out / 'report.md'}, "
         f"{out / 'accuracy.png'}"
     )
     weak = [a for a, r in report["architectures"].items() if r["encrypted_test"] - r["original_test"] < 0.30]

@@ -69,13 +69,13 @@ def calibrate_command(
 
     from medenc.calibrate.run import CalibrationSettings, calibrate, parse_grid
     from medenc.config import load_config, pick
-    from medenc.errors import OutputExistsError
     from medenc.experiment.evaluate import TrainSettings
+    from medenc.files import check_output
     from medenc.learn.checkpoint import load_base_model
 
     grid = parse_grid(eps)
-    if write_key is not None and write_key.exists() and not force:
-        raise OutputExistsError(write_key)
+    if write_key is not None:
+        check_output(write_key, inputs=[manifest, model, key], force=force, what="key file")
     cfg = load_config(config, preset)
     base_size = load_base_model(model).preprocess.size[0]
     cfg_ratio = float(cfg["step"]) / float(cfg["eps"]) if "step" in cfg and "eps" in cfg else 0.05

@@ -32,14 +32,12 @@ def synth(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from medenc.files import check_output
     from medenc.synth import generate as lib
 
     # validate everything before any work or output
     lib.check_args(cases, seed, size, fmt, difficulty)
-    if out.exists() and not force and (not out.is_dir() or any(out.iterdir())):
-        from medenc.errors import OutputExistsError
-
-        raise OutputExistsError(out)
+    check_output(out, force=force, what="output folder")
     columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, transient=False) as bar:
         task = bar.add_task("cases", total=cases)

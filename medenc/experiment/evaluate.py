@@ -2,14 +2,12 @@
 
 For every architecture: train on the encrypted training split, test on the encrypted test split and
 on the original test split; and, as the baseline, train and test on the originals. Results go to
-``results.json`` (accuracies as fractions), ``report.md`` (the Table 12 and Table 2 layouts), and PNG
-charts (accuracy bars, confusion matrices on original test images).
+``report.json`` (accuracies as fractions; medenc 0.1 named it ``results.json``), ``report.md`` (the
+Table 12 and Table 2 layouts), and PNG charts (accuracy bars, confusion matrices on original test images).
 """
 
 from __future__ import annotations
 
-import json
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -18,7 +16,10 @@ from typing import Any
 
 import torch
 
+from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
+from medenc.files import check_output
+from medenc.reporting import REPORT_NAME, header, write_json
 
 
 @dataclass(frozen=True)
@@ -144,9 +145,8 @@ def evaluate(
         progress_factory: given a description, returns a progress object for :func:`medenc.learn.train.fit`.
 
     Returns:
-        The ``results.json`` content.
+        The ``report.json`` content.
     """
-    from medenc import __version__
     from medenc.atomic import atomic_directory
     from medenc.experiment.report import write_report
     from medenc.learn.models import ARCHITECTURES
@@ -157,10 +157,8 @@ def evaluate(
     if not archs:
         raise InputError("give at least one architecture")
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        from medenc.errors import OutputExistsError
-
-        raise OutputExistsError(out)
+    inputs = [clean, Path(clean).parent, encrypted, Path(encrypted).parent]
+    check_output(out, inputs=inputs, force=force, what="report folder")
     started = time.perf_counter()
     data = load_eval_data(clean, encrypted, settings.size, classes)
     k = len(data.classes)
@@ -188,6 +186,7 @@ def evaluate(
             "confusion_clean_test": confusion(clean_pred["clean_test"], truth, k),
         }
     report = {
+        **header("evaluate", started=started, device=resolve_device(settings.device)),
         "architectures": results,
         "classes": list(data.classes),
         "chance": 1.0 / k,
@@ -199,10 +198,8 @@ def evaluate(
         "clean_manifest": str(clean),
         "encrypted_manifest": str(encrypted),
         "settings": asdict(settings),
-        "versions": {"medenc": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "seconds": round(time.perf_counter() - started, 1),
     }
-    with atomic_directory(out, force=force) as tmp:
-        (tmp / "results.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
+        write_json(tmp / REPORT_NAME, report)
         write_report(report, tmp)
     return report

@@ -1,25 +1,28 @@
-"""Markdown tables and PNG charts of an evaluation (``results.json`` of ``medenc evaluate``)."""
+"""Markdown tables and PNG charts of an evaluation (``report.json`` of ``medenc evaluate``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+from medenc.reporting import markdown_table, pct
+
 
 def table12(report: dict[str, Any]) -> str:
     """The paper's Table 12 layout: per architecture, clean baseline vs trained-on-encrypted accuracies."""
-    lines = [
-        "| model | clean baseline (train+test original) | trained on encrypted: encrypted test "
-        "| trained on encrypted: original test | drop (encrypted - original) |",
-        "|---|---|---|---|---|",
+    columns = (
+        "model",
+        "clean baseline (train+test original)",
+        "trained on encrypted: encrypted test",
+        "trained on encrypted: original test",
+        "drop (encrypted - original)",
+    )
+    rows = [
+        (arch, pct(r["clean_test"]), pct(r["encrypted_test"]), pct(r["original_test"]),
+         f"{(r['encrypted_test'] - r['original_test']) * 100:+.1f} points")
+        for arch, r in report["architectures"].items()
     ]
-    for arch, r in report["architectures"].items():
-        drop = r["encrypted_test"] - r["original_test"]
-        lines.append(
-            f"| {arch} | {r['clean_test']:.1%} | {r['encrypted_test']:.1%} | {r['original_test']:.1%} "
-            f"| {drop * 100:+.1f} points |"
-        )
-    return "\n".join(lines)
+    return markdown_table(columns, rows)
 
 
 def table2(report: dict[str, Any], arch: str) -> str:
@@ -27,12 +30,10 @@ def table2(report: dict[str, Any], arch: str) -> str:
     model trained on encrypted data (rows: true class, columns: share predicted as each class)."""
     classes = report["classes"]
     matrix = report["architectures"][arch]["confusion_original_test"]
-    header = "| true \\ predicted | " + " | ".join(classes) + " |"
-    lines = [header, "|---|" + "---|" * len(classes)]
-    for name, row in zip(classes, matrix):
-        total = max(1, sum(row))
-        lines.append(f"| {name} (n={sum(row)}) | " + " | ".join(f"{v / total:.0%}" for v in row) + " |")
-    return "\n".join(lines)
+    rows = [
+        (f"{name} (n={sum(row)})", *(pct(v / max(1, sum(row)), 0) for v in row)) for name, row in zip(classes, matrix)
+    ]
+    return markdown_table(("true \\ predicted", *classes), rows)
 
 
 def markdown(report: dict[str, Any]) -> str:

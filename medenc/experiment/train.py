@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medenc.errors import InputError, OutputExistsError
+from medenc.errors import InputError
+from medenc.files import check_output
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,7 @@ def train_from_manifest(
 
     warn = on_warning or (lambda _message: None)
     # ---- validate everything before any work
-    out = Path(job.out)
-    if out.exists() and not job.force:
-        raise OutputExistsError(out)
+    out = check_output(job.out, inputs=[job.manifest], force=job.force, what="checkpoint")
     if job.arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {job.arch!r}; known: {', '.join(ARCHITECTURES)}")
     if job.epochs < 1 or job.batch_size < 1 or not job.lr > 0:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -24,7 +23,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
+from medenc.files import check_output
+from medenc.reporting import REPORT_NAME, header, write_json
 from medenc.security.defenses import Defence, adversarial_hook, crop_only, flip_only
 
 
@@ -223,7 +225,6 @@ def security_evaluate(
     Returns:
         The ``report.json`` content.
     """
-    from medenc import __version__
     from medenc.atomic import atomic_directory
     from medenc.core.key import load_key_for
     from medenc.experiment.evaluate import load_eval_data
@@ -233,10 +234,8 @@ def security_evaluate(
 
     settings = settings or ThiefSettings()
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not force:
-        from medenc.errors import OutputExistsError
-
-        raise OutputExistsError(out)
+    inputs = [clean, Path(clean).parent, encrypted, Path(encrypted).parent, model, key]
+    check_output(out, inputs=inputs, force=force, what="report folder")
     base = load_base_model(model)
     the_key = load_key_for(key, tuple(base.info.classes))
     columns = list(dict.fromkeys([base.info.arch, *archs]))
@@ -317,11 +316,10 @@ def security_evaluate(
         "model": str(model),
         "settings": asdict(settings),
         "row_seconds": seconds,
-        "versions": {"medenc": __version__, "torch": torch.__version__, "python": platform.python_version()},
-        "seconds": round(time.perf_counter() - started, 1),
+        **header("security-eval", started=started, device=resolve_device(settings.device)),
     }
-    with atomic_directory(out, force=force) as tmp:
-        (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
+        write_json(tmp / REPORT_NAME, report)
         write_security_report(report, tmp)
     return report
 

@@ -5,28 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1%}"
+from medenc.reporting import markdown_table
+from medenc.reporting import pct as _pct
 
 
 def security_table(report: dict[str, Any]) -> str:
     """Defence x architecture: accuracy on original test images (encrypted test images in brackets)."""
     archs = report["archs"]
-    lines = [
-        "| thief's defence | " + " | ".join(archs) + " |",
-        "|---|" + "---|" * len(archs),
-    ]
+    rows = []
     for label in report["rows"]:
-        cells = []
+        cells = [label]
         for arch in archs:
             r = report["table"][label][arch]
             cell = _pct(r["original_test"])
             if "encrypted_test" in r:
                 cell += f" ({_pct(r['encrypted_test'])})"
             cells.append(cell)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return markdown_table(("thief's defence", *archs), rows)
 
 
 def fidelity_line(report: dict[str, Any]) -> str:
