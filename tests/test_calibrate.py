@@ -231,7 +231,7 @@ def test_bad_grids_and_floors_are_rejected(setup, tmp_path: Path, args, message)
 def test_budget_takes_a_stratified_subset(setup, tmp_path: Path, monkeypatch) -> None:
     from medenc.calibrate import plan as calibrate_plan
     from medenc.calibrate.run import CalibrationSettings
-    from medenc.experiment.evaluate import TrainSettings
+    from medenc.learn.recipe import TrainRecipe
 
     def fake_costs(inputs, settings, rows):
         return {"pgd_per_slice": 1.0, "train_per_sample_epoch": {"smallcnn": 1.0}, "probe_seconds": 0.0}
@@ -244,7 +244,7 @@ def test_budget_takes_a_stratified_subset(setup, tmp_path: Path, monkeypatch) ->
         victims=("smallcnn",),
         budget_minutes=4.5,
         steps=2,
-        train=TrainSettings(epochs=2, batch_size=8, size=32, augment=True, device="cpu"),
+        train=TrainRecipe(epochs=2, batch_size=8, size=32, augment=True, device="cpu"),
     )
     inputs = calibrate_plan.prepare_inputs(setup["manifest"], setup["model"], None, settings)
     cache = calibrate_plan.Cache(tmp_path / "cache")

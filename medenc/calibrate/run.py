@@ -2,7 +2,7 @@
 
 For every eps of the grid the training split (or a stratified subset of it when a time budget is set)
 and the test split are encrypted with :func:`medenc.experiment.encrypt_dataset.encrypt_dataset`, each victim
-architecture is trained on the encrypted training slices with :func:`medenc.experiment.evaluate.train_and_test`
+architecture is trained on the encrypted training slices with :func:`medenc.learn.victims.train_and_score`
 (the thief's flip + crop augmentation by default), and tested on encrypted and on original test
 slices. The same functions as ``medenc encrypt-dataset`` and ``medenc evaluate`` do the work, so the
 same seeds and settings give the same numbers. Fidelity (PSNR, SSIM, Linf) is measured on the stored
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from medenc.errors import InputError
-from medenc.experiment.evaluate import TrainSettings
 from medenc.files import check_output
+from medenc.learn.recipe import TrainRecipe
 from medenc.reporting import header
 
 DEFAULT_GRID = (0.5, 1.0, 2.0, 4.0, 6.0, 8.0)
@@ -58,7 +58,7 @@ class CalibrationSettings:
 
     eps_grid: tuple[float, ...] = DEFAULT_GRID
     victims: tuple[str, ...] = ("resnet18", "densenet121", "vgg11")
-    train: TrainSettings = field(default_factory=lambda: TrainSettings(augment=True))
+    train: TrainRecipe = field(default_factory=lambda: TrainRecipe(augment=True))
     combiner: str = "hconcat"
     ratio: float = 0.5
     norm: str = "l2"
@@ -292,7 +292,8 @@ def calibrate(
     from medenc.calibrate.plan import Cache, Ticker, plan_work, prepare_inputs
     from medenc.calibrate.report import reference_comparison, result_row, write_report
     from medenc.experiment.encrypt_dataset import encrypt_dataset
-    from medenc.experiment.evaluate import confusion, load_eval_data, train_and_test
+    from medenc.experiment.evaluate import load_eval_data
+    from medenc.learn.victims import confusion, train_and_score
 
     started = time.perf_counter()
     settings.validate()
@@ -313,7 +314,7 @@ def calibrate(
         if entry is None:
             with ticker.item(("clean", victim), f"{victim} on clean data"):
                 data = inputs.clean_data(plan.subset_csv, train.size)
-                acc, _ = train_and_test(victim, data[0], {"clean_test": data[1]}, k, train, ticker.inner)
+                acc, _ = train_and_score(victim, data[0], {"clean_test": data[1]}, k, train, ticker.inner)
             entry = {"clean_test": acc["clean_test"], "victim": victim}
             cache.save("clean", plan.clean_keys[victim], entry)
         baselines[victim] = entry["clean_test"]
@@ -346,7 +347,7 @@ def calibrate(
                 with ticker.item(("victim", eps, victim), f"eps {eps:g}: {victim}"):
                     if data is None:
                         data = load_eval_data(plan.subset_csv, folder / "manifest.csv", train.size, inputs.classes)
-                    acc, pred = train_and_test(
+                    acc, pred = train_and_score(
                         victim,
                         data.enc_train,
                         {"encrypted_test": data.enc_test, "original_test": data.clean_test},

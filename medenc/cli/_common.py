@@ -150,3 +150,35 @@ def train_with_progress(job: Any) -> Any:
         typer.echo(f"test accuracy {metrics['test_accuracy']:.3f} on {metrics['n_test']} slices ({per_class})")
     typer.echo(f"wrote {outcome.checkpoint}")
     return outcome
+
+
+def recipe_from(
+    config: dict[str, Any],
+    *,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    size: int | None = None,
+    default_size: int | None = None,
+    augment: bool = False,
+    seed: int = 0,
+    device: str | None = None,
+    victim: bool = True,
+) -> Any:
+    """The :class:`~medenc.learn.recipe.TrainRecipe` of flags over a config over the recipe's defaults.
+
+    ``victim`` reads the thieves' keys (``victim_epochs``, ``victim_lr``); otherwise the base model's.
+    """
+    from medenc.config import pick
+    from medenc.learn.recipe import DEFAULT_RECIPE, TrainRecipe
+
+    prefix = "victim_" if victim else ""
+    return TrainRecipe(
+        epochs=int(pick(epochs, config, f"{prefix}epochs", DEFAULT_RECIPE.epochs)),
+        batch_size=int(pick(batch_size, config, "batch_size", DEFAULT_RECIPE.batch_size)),
+        lr=float(pick(lr, config, f"{prefix}lr", DEFAULT_RECIPE.lr)),
+        size=int(pick(size, config, "size", default_size or DEFAULT_RECIPE.size)),
+        augment=augment,
+        seed=seed,
+        device=device,
+    )

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, warn
+from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, recipe_from, warn
 
 app = typer.Typer()
 
@@ -69,7 +69,6 @@ def calibrate_command(
 
     from medenc.calibrate.run import CalibrationSettings, calibrate, parse_grid
     from medenc.config import load_config, pick
-    from medenc.experiment.evaluate import TrainSettings
     from medenc.files import check_output
     from medenc.learn.checkpoint import load_base_model
 
@@ -82,14 +81,9 @@ def calibrate_command(
     settings = CalibrationSettings(
         eps_grid=grid,
         victims=tuple(parse_archs(pick(victims, cfg, "victims", "resnet18,densenet121,vgg11"))),
-        train=TrainSettings(
-            epochs=int(pick(epochs, cfg, "victim_epochs", 30)),
-            batch_size=int(pick(batch_size, cfg, "batch_size", 64)),
-            lr=float(pick(lr, cfg, "victim_lr", 0.05)),
-            size=int(pick(size, cfg, "size", base_size)),
-            augment=thief_augment,
-            seed=seed,
-            device=device,
+        train=recipe_from(
+            cfg, epochs=epochs, batch_size=batch_size, lr=lr, size=size, default_size=base_size,
+            augment=thief_augment, seed=seed, device=device,
         ),
         combiner=str(pick(combiner, cfg, "combiner", "hconcat")),
         ratio=float(cfg.get("ratio", 0.5)),

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._common import parse_archs, print_encryption_summary, print_evaluation, progress_bars
+from medenc.cli._common import parse_archs, print_encryption_summary, print_evaluation, progress_bars, recipe_from
 
 app = typer.Typer()
 
@@ -40,7 +40,7 @@ def demo(
     from medenc.core.key import EncryptionKey, PGDSettings
     from medenc.errors import OutputExistsError
     from medenc.experiment.encrypt_dataset import encrypt_dataset
-    from medenc.experiment.evaluate import TrainSettings, evaluate
+    from medenc.experiment.evaluate import evaluate
     from medenc.experiment.prepare import prepare_dataset
     from medenc.experiment.train import TrainJob
     from medenc.synth.generate import write_dataset
@@ -121,14 +121,7 @@ def demo(
     # 6. the paper's protocol
     archs = parse_archs(settings["victims"])
     typer.echo(f"6/6 evaluating: training {', '.join(archs)} on encrypted and on clean slices")
-    train_settings = TrainSettings(
-        epochs=int(settings["victim_epochs"]),
-        batch_size=int(settings["batch_size"]),
-        lr=float(settings.get("victim_lr", 0.05)),
-        size=size,
-        seed=seed,
-        device=device,
-    )
+    train_settings = recipe_from(settings, size=size, seed=seed, device=device)
     with progress_bars() as bars:
         report = evaluate(
             prepared.manifest,

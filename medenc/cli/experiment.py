@@ -16,6 +16,7 @@ from medenc.cli._common import (
     print_encryption_summary,
     print_evaluation,
     progress_bars,
+    recipe_from,
     warn,
 )
 
@@ -121,18 +122,12 @@ def evaluate_command(
 ) -> None:
     """Train each architecture on encrypted data; test on encrypted and original images (paper Table 12)."""
     from medenc.config import load_config, pick
-    from medenc.experiment.evaluate import TrainSettings, evaluate
+    from medenc.experiment.evaluate import evaluate
 
     settings = load_config(config, preset)
     archs = parse_archs(pick(arch, settings, "victims", "resnet18,densenet121,vgg11"))
-    train_settings = TrainSettings(
-        epochs=int(pick(epochs, settings, "victim_epochs", 30)),
-        batch_size=int(pick(batch_size, settings, "batch_size", 64)),
-        lr=float(pick(lr, settings, "victim_lr", 0.05)),
-        size=int(pick(size, settings, "size", 128)),
-        augment=augment,
-        seed=seed,
-        device=device,
+    train_settings = recipe_from(
+        settings, epochs=epochs, batch_size=batch_size, lr=lr, size=size, augment=augment, seed=seed, device=device
     )
     with progress_bars() as bars:
         report = evaluate(clean, encrypted, archs, out, train_settings, force=force, progress_factory=lambda _: bars)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, warn
+from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, recipe_from, warn
 
 app = typer.Typer()
 
@@ -53,6 +53,8 @@ def security_eval_command(
 ) -> None:
     """How much does a determined thief recover? Train thief models defence by defence and report accuracy on
     original test images, beside the clean baseline, the undefended thief and the images' fidelity."""
+    from dataclasses import asdict
+
     from medenc.config import load_config, pick
     from medenc.security.defenses import parse_defences
     from medenc.security.evaluate import ThiefSettings, security_evaluate
@@ -60,15 +62,8 @@ def security_eval_command(
 
     settings = load_config(config, preset)
     chosen = parse_defences(defenses)
-    thief = ThiefSettings(
-        epochs=int(pick(epochs, settings, "victim_epochs", 30)),
-        batch_size=int(pick(batch_size, settings, "batch_size", 64)),
-        lr=float(pick(lr, settings, "victim_lr", 0.05)),
-        seed=seed,
-        device=device,
-        clean_fraction=clean_fraction,
-        adv_steps=adv_steps,
-    )
+    recipe = recipe_from(settings, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    thief = ThiefSettings(**asdict(recipe), clean_fraction=clean_fraction, adv_steps=adv_steps)
     archs = parse_archs(pick(arch, settings, "victims", "")) if (arch or settings.get("victims")) else []
     with progress_bars() as bars:
         report = security_evaluate(

@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from medenc.cli._common import train_with_progress
-from medenc.config import SHARED_KEYS
 from medenc.errors import InputError
+from medenc.learn.recipe import DEFAULT_RECIPE
 
 app = typer.Typer()
 
@@ -18,9 +18,9 @@ DEFAULTS: dict[str, tuple[type, Any]] = {
     "manifest": (str, None),
     "arch": (str, "resnet18"),
     "out": (str, None),
-    "epochs": (int, 30),
-    "batch-size": (int, 64),
-    "lr": (float, 0.05),
+    "epochs": (int, DEFAULT_RECIPE.epochs),
+    "batch-size": (int, DEFAULT_RECIPE.batch_size),
+    "lr": (float, DEFAULT_RECIPE.lr),
     "size": (str, None),
     "window": (str, "percentile"),
     "window-low": (float, None),
@@ -34,38 +34,21 @@ DEFAULTS: dict[str, tuple[type, Any]] = {
 
 
 def load_config(path: Path | None) -> dict[str, Any]:
-    """Read a YAML config whose keys are option names (``batch-size`` or ``batch_size``), type-checked."""
-    if path is None:
-        return {}
-    import yaml
+    """The ``medenc train`` options a YAML config sets (checked by :func:`medenc.config.load_config`)."""
+    from medenc.config import load_config as read_config
 
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as error:
-        raise InputError("config file not found", path=path) from error
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        raise InputError(f"cannot read YAML config ({type(error).__name__})", path=path) from error
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise InputError(f"config must be a mapping of option names to values, got {type(data).__name__}", path=path)
     config: dict[str, Any] = {}
-    for raw_key, value in data.items():
-        key = str(raw_key).replace("_", "-")
-        if key not in DEFAULTS and str(raw_key).replace("-", "_") in SHARED_KEYS:
+    for key, value in read_config(path).items():
+        option = key.replace("_", "-")
+        if option not in DEFAULTS:
             continue  # a shared config's setting for another command
-        if key not in DEFAULTS:
-            raise InputError(f"unknown config key {raw_key!r}; known: {', '.join(DEFAULTS)}", path=path)
-        kind = DEFAULTS[key][0]
         if key == "classes" and isinstance(value, list):
             value = ",".join(str(v) for v in value)
         if key == "size" and isinstance(value, (int, list)):
             value = "x".join(str(v) for v in value) if isinstance(value, list) else str(value)
-        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        if DEFAULTS[option][0] is float and isinstance(value, int):
             value = float(value)
-        if value is not None and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-            raise InputError(f"config key {raw_key!r} must be {kind.__name__}, got {value!r}", path=path)
-        config[key] = value
+        config[option] = value
     return config
 
 
@@ -98,10 +81,14 @@ def train_command(
         ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Checkpoint to write (MODEL.pt).", show_default=False)] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs. (default: 30)", show_default=False)] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Batch size. (default: 64)", show_default=False)] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help=f"Training epochs. (default: {DEFAULT_RECIPE.epochs})", show_default=False)
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"Batch size. (default: {DEFAULT_RECIPE.batch_size})", show_default=False)
+    ] = None,
     lr: Annotated[
-        float | None, typer.Option(help="Peak SGD learning rate. (default: 0.05)", show_default=False)
+        float | None, typer.Option(help=f"Peak SGD learning rate. (default: {DEFAULT_RECIPE.lr})", show_default=False)
     ] = None,
     size: Annotated[
         str | None,

@@ -19,20 +19,9 @@ import torch
 from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
 from medenc.files import check_output
+from medenc.learn.recipe import TrainRecipe
+from medenc.learn.victims import confusion, train_and_score
 from medenc.reporting import REPORT_NAME, header, write_json
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """How each model of the evaluation is trained (the data thief's recipe)."""
-
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.05
-    size: int = 128
-    augment: bool = False
-    seed: int = 0
-    device: str | None = None
 
 
 @dataclass
@@ -80,53 +69,12 @@ def load_eval_data(
     )
 
 
-def train_and_test(
-    arch: str,
-    train: tuple[torch.Tensor, torch.Tensor],
-    tests: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    num_classes: int,
-    settings: TrainSettings,
-    progress: Any = None,
-) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
-    """Train a fresh ``arch`` and return its accuracy and predictions on each test set."""
-    from medenc.learn.models import build_model
-    from medenc.learn.train import fit, predict
-
-    torch.manual_seed(settings.seed)
-    model = build_model(arch, in_channels=train[0].shape[1], num_classes=num_classes)
-    fit(
-        model,
-        train[0],
-        train[1],
-        epochs=settings.epochs,
-        batch_size=settings.batch_size,
-        lr=settings.lr,
-        device=settings.device,
-        seed=settings.seed,
-        augment=settings.augment,
-        progress=progress,
-    )
-    accuracies, predictions = {}, {}
-    for name, (x, y) in tests.items():
-        pred = predict(model, x, device=settings.device).argmax(1)
-        predictions[name] = pred
-        accuracies[name] = float((pred == y).float().mean())
-    return accuracies, predictions
-
-
-def confusion(pred: torch.Tensor, truth: torch.Tensor, k: int) -> list[list[int]]:
-    """Confusion matrix, rows = true class, columns = predicted class."""
-    matrix = torch.zeros(k, k, dtype=torch.long)
-    matrix.index_put_((truth.long(), pred.long()), torch.ones_like(truth, dtype=torch.long), accumulate=True)
-    return matrix.tolist()
-
-
 def evaluate(
     clean: str | Path,
     encrypted: str | Path,
     archs: Sequence[str],
     out: str | Path,
-    settings: TrainSettings,
+    settings: TrainRecipe,
     *,
     classes: Sequence[str] | None = None,
     force: bool = False,
@@ -165,7 +113,7 @@ def evaluate(
     results: dict[str, Any] = {}
     for arch in archs:
         progress = progress_factory(f"{arch} on encrypted") if progress_factory else None
-        enc_acc, enc_pred = train_and_test(
+        enc_acc, enc_pred = train_and_score(
             arch,
             data.enc_train,
             {"encrypted_test": data.enc_test, "original_test": data.clean_test},
@@ -174,7 +122,7 @@ def evaluate(
             progress,
         )
         progress = progress_factory(f"{arch} on clean") if progress_factory else None
-        clean_acc, clean_pred = train_and_test(
+        clean_acc, clean_pred = train_and_score(
             arch, data.clean_train, {"clean_test": data.clean_test}, k, settings, progress
         )
         truth = data.clean_test[1]

@@ -14,6 +14,7 @@ from typing import Any
 
 from medenc.errors import InputError
 from medenc.files import check_output
+from medenc.learn.recipe import DEFAULT_RECIPE
 
 
 @dataclass(frozen=True)
@@ -23,9 +24,9 @@ class TrainJob:
     manifest: str | Path
     out: str | Path
     arch: str = "resnet18"
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.05
+    epochs: int = DEFAULT_RECIPE.epochs
+    batch_size: int = DEFAULT_RECIPE.batch_size
+    lr: float = DEFAULT_RECIPE.lr
     size: tuple[int, int] | None = None  # model input H, W; None: the slices' own size
     window: str = "percentile"
     window_low: float | None = None

@@ -26,6 +26,7 @@ from torch.nn import functional
 from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
 from medenc.learn.checkpoint import CHECKPOINT_FORMAT, ModelInfo, load_checkpoint, save_checkpoint
+from medenc.learn.recipe import DEFAULT_RECIPE
 
 if TYPE_CHECKING:  # pragma: no cover
     from medenc.core.mapping import Preprocess
@@ -115,9 +116,9 @@ def fit(
     x_train: Tensor | Sequence[Tensor],
     y_train: Tensor | Sequence[int],
     *,
-    epochs: int = 30,
-    batch_size: int = 64,
-    lr: float = 0.05,
+    epochs: int = DEFAULT_RECIPE.epochs,
+    batch_size: int = DEFAULT_RECIPE.batch_size,
+    lr: float = DEFAULT_RECIPE.lr,
     device: str | torch.device | None = None,
     seed: int = 0,
     augment: bool | Callable[[Tensor, torch.Generator], Tensor] = False,

@@ -26,27 +26,23 @@ from torch import Tensor, nn
 from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
 from medenc.files import check_output
+from medenc.learn.recipe import TrainRecipe
+from medenc.learn.victims import score, train_victim
 from medenc.reporting import REPORT_NAME, header, write_json
 from medenc.security.defenses import Defence, adversarial_hook, crop_only, flip_only
 
 
 @dataclass(frozen=True)
-class ThiefSettings:
-    """How the thief trains, and what he holds besides the encrypted set.
+class ThiefSettings(TrainRecipe):
+    """How the thief trains (the fields of :class:`~medenc.learn.recipe.TrainRecipe`) and what else he holds.
 
     Attributes:
-        epochs, batch_size, lr, seed, device: the training recipe of every model (as ``TrainSettings``).
         clean_fraction: share of the clean training split the thief holds with labels (stratified).
         finetune_epochs: epochs of fine-tuning on those images (``finetune``).
         finetune_lr: peak learning rate of the fine-tuning.
         adv_steps: PGD steps per batch of adversarial training (budget: the key's eps and norm).
     """
 
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 0.05
-    seed: int = 0
-    device: str | None = None
     clean_fraction: float = 0.2
     finetune_epochs: int = 15
     finetune_lr: float = 0.01
@@ -68,27 +64,6 @@ def thief_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
         members = members[torch.randperm(members.numel(), generator=generator)]
         chosen.append(members[: max(1, round(fraction * members.numel()))])
     return torch.sort(torch.cat(chosen)).values
-
-
-def _train(arch: str, x: Tensor, y: Tensor, k: int, settings: ThiefSettings, progress: Any, **fit_kwargs: Any):
-    """A fresh ``arch`` trained like :func:`medenc.experiment.evaluate.train_and_test` trains it (same seeding)."""
-    from medenc.learn.models import build_model
-    from medenc.learn.train import fit
-
-    torch.manual_seed(settings.seed)
-    model = build_model(arch, in_channels=x.shape[1], num_classes=k)
-    options = {"epochs": settings.epochs, "batch_size": settings.batch_size, "lr": settings.lr, **fit_kwargs}
-    fit(model, x, y, device=settings.device, seed=settings.seed, progress=progress, **options)
-    return model
-
-
-def _accuracies(model: nn.Module, tests: dict[str, tuple[Tensor, Tensor]], device: str | None) -> dict[str, float]:
-    from medenc.learn.train import predict
-
-    out = {}
-    for name, (x, y) in tests.items():
-        out[name] = float((predict(model, x, device=device).argmax(1) == y).float().mean())
-    return out
 
 
 def run_defence(
@@ -120,13 +95,13 @@ def run_defence(
     x, y = data.enc_train
     tests = {"original_test": data.clean_test, "encrypted_test": data.enc_test}
     if defence == "clean":
-        model = _train(arch, *data.clean_train, k, settings, progress)
-        return _accuracies(model, {"original_test": data.clean_test}, settings.device), model
+        model = train_victim(arch, *data.clean_train, k, settings, progress=progress)
+        return score(model, {"original_test": data.clean_test}, settings.device)[0], model
     if defence == "few-clean":
         steps = settings.epochs * math.ceil(y.numel() / settings.batch_size)  # as many steps as the others
         epochs = max(1, round(steps / math.ceil(thief[1].numel() / settings.batch_size)))
-        model = _train(arch, *thief, k, settings, progress, epochs=epochs)
-        return _accuracies(model, {"original_test": data.clean_test}, settings.device), model
+        model = train_victim(arch, *thief, k, settings, progress=progress, epochs=epochs)
+        return score(model, {"original_test": data.clean_test}, settings.device)[0], model
     fit_kwargs: dict[str, Any] = {}
     if isinstance(defence, Defence) and defence.kind == "input":
         x = defence.transform(x)
@@ -135,7 +110,7 @@ def run_defence(
         fit_kwargs = _recipe(defence, thief, settings, key)
     elif defence != "none":
         raise ValueError(f"unknown defence {defence!r}")
-    model = _train(arch, x, y, k, settings, progress, **fit_kwargs)
+    model = train_victim(arch, x, y, k, settings, progress=progress, **fit_kwargs)
     if isinstance(defence, Defence) and defence.name == "finetune":
         from medenc.learn.train import fit
 
@@ -149,7 +124,7 @@ def run_defence(
             seed=settings.seed,
             progress=progress,
         )
-    return _accuracies(model, tests, settings.device), model
+    return score(model, tests, settings.device)[0], model
 
 
 def _recipe(defence: Defence, thief: tuple[Tensor, Tensor], settings: ThiefSettings, key: Any) -> dict[str, Any]:
