@@ -88,7 +88,10 @@ def test_report_files_and_figures(setup) -> None:
     assert [row["eps"] for row in report["rows"]] == [0.5, 1.5]  # sorted
     for row in report["rows"]:
         assert row["step"] == pytest.approx(row["eps"] * 0.25) and row["steps"] == 4
-        assert 0 <= row["victims"]["smallcnn"]["original_test"] <= 1
+        n_test = report["counts"]["test"]
+        for name in ("original_test", "encrypted_test"):  # accuracies of n_test slices: whole counts
+            count = row["victims"]["smallcnn"][name] * n_test
+            assert count == pytest.approx(round(count)), (name, count)
         assert row["worst_victim"] == "smallcnn"
         assert row["linf_max"] > 0 and row["psnr_db"] > 0
     low, high = report["rows"]

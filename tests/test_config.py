@@ -57,7 +57,7 @@ def test_the_shipped_presets_pass_the_schema() -> None:
 
 def test_dashes_and_numbers() -> None:
     assert check_config({"batch-size": 8, "lr": 1, "eps": 2.5}) == {"batch_size": 8, "lr": 1, "eps": 2.5}
-    with pytest.raises(InputError, match="'steps' must be an integer, got 2.5"):
+    with pytest.raises(InputError, match=r"'steps' must be an integer, got 2\.5"):
         check_config({"steps": 2.5})
-    with pytest.raises(InputError, match="'lr' must be a number, got True"):
+    with pytest.raises(InputError, match=r"'lr' must be a number, got True"):
         check_config({"lr": True})

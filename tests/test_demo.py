@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 TINY = """
@@ -35,8 +36,11 @@ def test_demo_runs_every_stage_with_a_config_over_the_quick_preset(tmp_path: Pat
     report = json.loads((out / "report" / "report.json").read_text())
     assert set(report["architectures"]) == {"smallcnn"}
     row = report["architectures"]["smallcnn"]
-    for name in ("clean_test", "encrypted_test", "original_test"):
-        assert 0.0 <= row[name] <= 1.0
+    n_test = report["counts"]["test"]
+    for name, matrix in (("original_test", "confusion_original_test"), ("clean_test", "confusion_clean_test")):
+        # each accuracy is the confusion matrix's diagonal over the test slices
+        assert row[name] == pytest.approx(sum(row[matrix][i][i] for i in range(5)) / n_test)
+    assert row["encrypted_test"] * n_test == pytest.approx(round(row["encrypted_test"] * n_test))
     assert report["counts"]["train"] + report["counts"]["test"] == 30
     assert report["settings"]["epochs"] == 1 and report["settings"]["size"] == 32
     key = json.loads((out / "key.json").read_text())

@@ -111,3 +111,28 @@ def test_cuda_encryptor_bf16_channels_last() -> None:
     assert out.device == x.device and out.dtype == x.dtype and out.shape == x.shape
     ref = Encryptor(tiny_cnn(), key, device="cpu", precision="fp32").encrypt(x, torch.arange(33) % 5)
     assert (out - ref).abs().mean() < 0.05
+
+
+@pytest.mark.parametrize("fast_model", [True, False])
+def test_the_callers_model_is_not_touched(fast_model: bool) -> None:
+    """Encryptor works on a copy: the caller's model keeps its mode and flags, and later edits do not reach PGD."""
+    key = _key("basic", eps=1.0, steps=3)
+    model = tiny_cnn().train()
+    flags = [p.requires_grad for p in model.parameters()]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    enc = Encryptor(model, key, device="cpu", fast_model=fast_model)
+    x = torch.rand(4, 1, 16, 16)
+    first = enc.encrypt(x, [0, 1, 2, 0])
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # a caller that goes on training (or zeroes) its model ...
+    assert torch.equal(enc.encrypt(x, [0, 1, 2, 0]), first)  # ... does not change what the encryptor does
+
+
+@pytest.mark.gpu
+def test_cuda_encryptor_leaves_the_model_on_the_cpu() -> None:
+    model = tiny_cnn()
+    Encryptor(model, _key("basic", eps=1.0, steps=2), device="cuda", fast_model=False)
+    assert all(p.device.type == "cpu" for p in model.parameters())

@@ -41,10 +41,14 @@ def test_differentiable_jpeg_tracks_the_real_codec_and_passes_gradients() -> Non
 def test_blur_keeps_constants_and_shift_moves_pixels() -> None:
     flat = torch.full((2, 1, 16, 16), 0.3)
     assert torch.allclose(gaussian_blur(flat, 1.0), flat, atol=1e-6)
-    x = torch.zeros(1, 1, 16, 16)
-    x[0, 0, 8, 8] = 1.0
+    x = torch.zeros(64, 1, 16, 16)
+    x[:, 0, 8, 8] = 1.0
     moved = random_shift(x, torch.Generator().manual_seed(3), pad=2)
-    assert moved.sum() <= 1.0 and moved.shape == x.shape
+    assert moved.shape == x.shape and torch.equal(moved.sum(dim=(1, 2, 3)), torch.ones(64))  # one pixel each
+    where = moved[:, 0].flatten(1).argmax(1)
+    dy, dx = where // 16 - 8, where % 16 - 8
+    assert dy.abs().max() <= 2 and dx.abs().max() <= 2  # within -pad..pad
+    assert len(set(zip(dy.tolist(), dx.tolist()))) > 15  # many of the 25 shifts drawn, not the identity
 
 
 def test_mirror_layout_survives_a_flip_and_keeps_the_share() -> None:

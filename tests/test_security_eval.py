@@ -46,7 +46,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     assert "ensemble member preresnet20" in result.output
     summary = json.loads((root / "hard.summary.json").read_text())
     member = summary["hardening"]["ensemble"][0]
-    assert member["arch"] == "preresnet20" and 0.0 <= member["copies_on_target"] <= 1.0
+    copies = member["copies_on_target"] * summary["slices"] * 2  # hconcat: two perturbed copies per slice
+    assert member["arch"] == "preresnet20" and copies == pytest.approx(round(copies))
     if summary["base_model_hit_rate"]["copies_on_target"] < 0.9:  # EOT: the plain hit rate understates the copies
         assert "understates them" in result.output and "raise the key's PGD steps" not in result.output
     bad = _run("encrypt-dataset", manifest, "--model", root / "base.pt", "--key", root / "hard.json",
@@ -87,7 +88,8 @@ def test_security_eval_table_report_and_key_recovery(data) -> None:
     for row in report["rows"]:
         for arch in report["archs"]:
             cell = report["table"][row][arch]
-            assert 0.0 <= cell["original_test"] <= 1.0
+            count = cell["original_test"] * report["counts"]["test"]  # an accuracy of the original test slices
+            assert count == pytest.approx(round(count)), (row, arch, count)
             assert ("encrypted_test" in cell) == (row not in ("clean baseline", "few clean only"))
     fid = report["fidelity"]
     assert 20 < fid["model_input_window"]["psnr_db_mean"] < 80 and 0.5 < fid["stored"]["ssim_mean"] <= 1.0

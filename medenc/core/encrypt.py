@@ -7,6 +7,7 @@ All copies of a batch run through one batched PGD call.
 
 from __future__ import annotations
 
+import copy
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,7 +79,8 @@ class Encryptor:
     Args:
         model: the base classifier (logits over the key's classes).
         key: the encryption key.
-        device: where PGD runs (``None``: CUDA if available, else CPU). The model is moved there.
+        device: where PGD runs (``None``: CUDA if available, else CPU). A copy of the model goes there;
+            ``model`` itself is left where it is, in its mode, with its weights.
         batch_size: PGD samples per call (images x targets); larger batches use more memory.
         precision: ``"fp32"``, ``"bf16"`` (autocast, perturbation in fp32) or ``"auto"`` (bf16 on
             CUDA, fp32 on CPU).
@@ -121,13 +123,8 @@ class Encryptor:
         self.precision = precision
         self.compile = compile
         self.channels_last = fast_model or self.device.type == "cuda"
-        self.model = model.to(self.device)
-        if fast_model:
-            self.attacked_model = attack_model(self.model, self.device)
-        else:
-            if self.channels_last:
-                self.model = self.model.to(memory_format=torch.channels_last)
-            self.attacked_model = self.model
+        # the caller's model is never moved or changed: PGD attacks a copy on the device
+        self.attacked_model = attack_model(model, self.device) if fast_model else _device_copy(model, self.device)
         self.hardening_generator = torch.Generator().manual_seed(
             key.seed if key.seed is not None else secrets.randbits(63)
         )
@@ -135,7 +132,8 @@ class Encryptor:
             from medenc.core.harden import EnsembleModel, EOTModel
 
             if extra_models:
-                extras = [attack_model(m, self.device) if fast_model else m.to(self.device) for m in extra_models]
+                copier = attack_model if fast_model else _device_copy
+                extras = [copier(m, self.device) for m in extra_models]
                 self.attacked_model = EnsembleModel([self.attacked_model, *extras])
             if key.eot:
                 self.attacked_model = EOTModel(
@@ -311,3 +309,11 @@ def _select_bound(bound: Bound, index: Tensor, n: int, device: torch.device) -> 
             raise ValueError(f"per-image bound must have {n} entries, got shape {tuple(bound.shape)}")
         return bound.to(device)[index.to(device)]
     return float(bound)
+
+
+def _device_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of ``model`` on ``device`` (channels-last on CUDA), in eval mode; ``model`` is untouched."""
+    copied = copy.deepcopy(model).to(device).eval()
+    if device.type == "cuda":
+        copied = copied.to(memory_format=torch.channels_last)
+    return copied
