@@ -281,6 +281,17 @@ def test_a_mask_offset_from_the_image_names_the_origin(tmp_path: Path) -> None:
         read_mask(tmp_path / "half.nii.gz", like=image)
 
 
+def test_a_mask_for_an_image_without_geometry_blames_the_image(tmp_path: Path) -> None:
+    image = read_image(DATA_STORE / "emri_small.dcm")  # no ImagePositionPatient / ImageOrientationPatient
+    labels = np.zeros(image.shape[::-1], np.uint8)
+    labels[10:20, 10:20, 3] = 1
+    affine = np.diag([-0.9, -0.9, 5.0, 1.0])
+    affine[:3, 3] = [100.0, 100.0, -20.0]
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "mask.nii.gz")
+    with pytest.raises(InputError, match=r"mask\.nii\.gz: mask grid .*the image has no ImagePositionPatient"):
+        read_mask(tmp_path / "mask.nii.gz", like=image)
+
+
 def test_a_file_cut_before_its_pixels_is_called_truncated_not_a_non_image(tmp_path: Path) -> None:
     data = (TEST_FILES / "MR_small.dcm").read_bytes()
     ds = pydicom.dcmread(io.BytesIO(data))

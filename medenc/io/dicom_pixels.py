@@ -24,9 +24,7 @@ from medenc.io.limits import check_declared, shown
 MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 RLE = "1.2.840.10008.1.2.5"
 #: JPEG, JPEG-LS and JPEG 2000 transfer syntaxes: every frame ends with the marker FFD9 (EOI / EOC)
-_MARKER_ENDED = frozenset(
-    f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93, 201, 202, 203)
-)
+_MARKER_ENDED = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in (50, 51, 57, 70, 80, 81, 90, 91, 92, 93, 201, 202, 203))
 #: decoder warnings that mean the pixel data is damaged or does not match the header
 _DAMAGE = ("non-conformant padding", "frames have been found", "doesn't match", "does not match", "excess")
 #: preferred decoder plugin messages (the first one present names the cause)

@@ -108,6 +108,11 @@ def _sample(mask_xyz: np.ndarray, transform: np.ndarray, shape: tuple[int, int, 
 
 def _mismatch(transform: np.ndarray, exact: bool, mask_shape: tuple[int, ...], like: Volume) -> str:
     """Why a mask grid is not the image grid, in words: voxel size, rotation, sub-voxel offset, or extent."""
+    if like.format == "dicom" and any(f.position is None or f.orientation is None for f in like.frames):
+        return (
+            "the image has no ImagePositionPatient/ImageOrientationPatient, so its grid is a stand-in "
+            "(identity orientation at the origin) that no mask geometry can match"
+        )
     linear, shift = transform[:3, :3], transform[:3, 3]
     steps = np.sqrt((linear**2).sum(axis=0))  # mask voxels per image voxel along image x, y, z
     if exact:
