@@ -156,8 +156,7 @@ def check_pixel_data(path: Path, ds: Any, limit: int) -> int:
     meta = getattr(ds, "file_meta", None)
     syntax = str(meta.get("TransferSyntaxUID", "")) if meta is not None else ""
     elem = ds["PixelData"]
-    encapsulated = getattr(elem, "is_undefined_length", False) or getattr(ds, "is_undefined_length", False)
-    if encapsulated:
+    if elem.is_undefined_length:  # encapsulated (compressed) pixel data
         _check_encapsulated(path, ds, rows, columns, frames, syntax)
         return rows * columns * frames
     expected = rows * columns * frames * bits // 8

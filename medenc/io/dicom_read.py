@@ -318,7 +318,7 @@ def read_dicom(
         file_frames = frames_of(file, ds)  # validate the header, then decode
         total += check_pixel_data(file, ds, limit)
         if total > limit:
-            check_declared((total,), int(ds.BitsAllocated) // 8, source, limit, what="series (voxels of its files)")
+            check_declared((total,), int(ds.BitsAllocated) // 8, source, limit, what="series (all its files together)")
         array = decode(file, ds)
         del ds.PixelData  # the header is kept for writing; the pixels live in the volume
         for frame in file_frames:

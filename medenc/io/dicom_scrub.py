@@ -57,17 +57,21 @@ def parse_tag(text: str | int | tuple[int, int]) -> int:
         ValueError: not a tag.
     """
     if isinstance(text, tuple):
-        group, element = text
-        value = (int(group) << 16) | int(element)
-    elif isinstance(text, int):
-        value = text
-    else:
-        digits = text.strip().strip("()").replace(",", "").replace(" ", "")
-        if len(digits) != 8:
-            raise ValueError(f"not a DICOM tag: {text!r} (expected gggg,eeee in hex)")
-        value = int(digits, 16)
-    if not 0 <= value <= 0xFFFFFFFF or (isinstance(text, tuple) and not all(0 <= int(v) <= 0xFFFF for v in text)):
-        raise ValueError(f"not a DICOM tag: {text!r}")
+        group, element = (int(v) for v in text)
+        if not (0 <= group <= 0xFFFF and 0 <= element <= 0xFFFF):
+            raise ValueError(f"not a DICOM tag: {text!r}")
+        return (group << 16) | element
+    if isinstance(text, int):
+        if not 0 <= text <= 0xFFFFFFFF:
+            raise ValueError(f"not a DICOM tag: {text!r}")
+        return text
+    digits = text.strip().strip("()").replace(",", "").replace(" ", "")
+    try:
+        value = int(digits, 16) if len(digits) == 8 else -1
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"not a DICOM tag: {text!r} (expected gggg,eeee in hex)")
     return value
 
 

@@ -60,9 +60,9 @@ def check_declared(shape: tuple[int, ...], itemsize: int, path: str | Path, limi
     """
     count = math.prod(int(n) for n in shape)
     if count > limit:
-        dims = " x ".join(str(int(n)) for n in shape)
+        dims = " x ".join(str(int(n)) for n in shape) + " = " if len(shape) > 1 else ""
         raise InputError(
-            f"the {what} declares {dims} = {count:,} voxels ({count * itemsize / 1e9:.1f} GB), over the limit of "
+            f"the {what} declares {dims}{count:,} voxels ({count * itemsize / 1e9:.1f} GB), over the limit of "
             f"{limit:,} voxels; refused before decoding (a damaged header or a decompression bomb)",
             shown(path),
             tip=f"if the image is real, raise the limit with {MAX_VOXELS_ENV}=<voxels> or max_voxels=",
