@@ -59,6 +59,12 @@ def test_a_stray_small_file_is_skipped_with_a_warning(tmp_path: Path) -> None:
     assert volume.shape == STORED.shape
 
 
+def test_a_damaged_dicom_file_in_a_folder_is_refused_not_skipped(tmp_path: Path) -> None:
+    paths = series(tmp_path / "study")
+    paths[1].write_bytes(paths[1].read_bytes()[:300])  # cut inside the header: DICM marker, broken elements
+    one_line_error(tmp_path / "study", rf"{paths[1].name}: truncated: a MR Image Storage header that ends before Rows")
+
+
 def test_a_folder_of_only_non_dicom_files_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "notes.txt").write_bytes(b"Etc/UTC\n")

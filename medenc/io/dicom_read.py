@@ -78,23 +78,42 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False, limit: int | None 
         raise InputError(f"truncated or damaged DICOM header ({' '.join(str(exc).split())})", shown(path)) from exc
 
 
+def _has_dicom_magic(path: Path) -> bool:
+    """Whether a file carries the DICOM Part 10 marker ``DICM`` after its 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
 def list_series(paths: Sequence[Path], limit: int | None = None) -> tuple[dict[str, list[Path]], list[Path]]:
     """Group DICOM image files by ``SeriesInstanceUID``; non-image objects are left out.
 
     Returns:
-        The series (UID -> files) and the files skipped as not DICOM (or unreadable as DICOM).
+        The series (UID -> files) and the files skipped as not DICOM.
+
+    Raises:
+        InputError: a file marked as DICOM (``DICM``) whose header is damaged, an image header cut
+            before Rows, or a file over the size limit: those are refused, not skipped, since they
+            may belong to the series.
     """
     series: dict[str, list[Path]] = defaultdict(list)
     skipped: list[Path] = []
     for path in paths:
         try:
             ds = _dcmread(path, stop_before_pixels=True, limit=limit)
-        except InputError:
+        except InputError as exc:
+            if _has_dicom_magic(path) or "limit" in exc.problem:
+                raise
             skipped.append(path)
             continue
         meta = getattr(ds, "file_meta", None)
         if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
             continue
+        sop = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+        if "Rows" not in ds and sop is not None and "Image Storage" in getattr(sop, "name", ""):
+            raise InputError(f"truncated: a {sop.name} header that ends before Rows and the pixel data", shown(path))
         if str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES or "Rows" not in ds:
             continue
         series[str(ds.get("SeriesInstanceUID", f"no-series-uid:{path}"))].append(path)
@@ -127,8 +146,7 @@ def select_series(
         raise InputError(f"no DICOM image found{what}", shown(source), tip=tip)
     if skipped:
         warnings.warn(
-            f"{shown(source)}: skipped {len(skipped)} file(s) that are not DICOM or cannot be read as DICOM: "
-            f"{_names(skipped, source)}",
+            f"{shown(source)}: skipped {len(skipped)} file(s) that are not DICOM: {_names(skipped, source)}",
             SkippedFilesWarning,
             stacklevel=3,
         )
