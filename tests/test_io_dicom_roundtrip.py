@@ -2,8 +2,8 @@
 
 Every MR and CT image in pydicom's ``test_files`` (all transfer syntaxes, the ``dicomdirtests`` CT and
 MR images) and in ``pydicom-data``: the derived file differs from its source only in the documented
-elements, the geometry is unchanged and the pixels moved by at most the perturbation plus one
-stored unit.
+elements, every element that can carry pixels or free binary data (private tags, overlays, ...) is
+gone, the geometry is unchanged and the pixels moved by at most the perturbation plus one stored unit.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import torch
 
 from medenc.errors import InputError
 from medenc.io import read_image, write_like
+from medenc.io.dicom_scrub import PIXEL_DATA, drop_reason
 from medenc.io.dicom_write import DERIVED_CHANGES, META_CHANGES
 from medenc.study.encrypt import encrypt_volume
 from tests.test_io_support import (
@@ -79,9 +80,27 @@ def test_the_file_set_is_complete() -> None:
         assert expected in names
 
 
+def dropped_tags(ds: pydicom.Dataset) -> set[int]:
+    """Top-level tags of ``ds`` that a derived instance must not hold (pixels or free binary data)."""
+    return {int(e.tag) for e in ds if int(e.tag) != PIXEL_DATA and drop_reason(int(e.tag), str(e.VR))}
+
+
+def assert_nothing_dropped_remains(ds: pydicom.Dataset, top: bool = True) -> None:
+    for elem in ds:
+        if not (top and int(elem.tag) == PIXEL_DATA):
+            assert drop_reason(int(elem.tag), str(elem.VR)) is None, f"{elem.tag} {elem.keyword} was copied"
+        if elem.VR == "SQ":
+            for item in elem.value:
+                assert_nothing_dropped_remains(item, top=False)
+
+
 def check_derived(source: pydicom.Dataset, derived: pydicom.Dataset, series_number: int) -> set[str]:
     """Assert the documented changes; returns the differing top-level keywords."""
-    diff = dataset_diff(source, derived)
+    dropped = dropped_tags(source)
+    assert not dropped & {int(t) for t in derived.keys()}  # noqa: SIM118 (a Dataset)
+    assert_nothing_dropped_remains(derived)
+    names = {source[t].keyword or str(pydicom.tag.Tag(t)) for t in dropped}
+    diff = dataset_diff(source, derived) - names
     assert diff <= ALLOWED, f"undocumented changes: {sorted(diff - ALLOWED)}"
     assert diff >= REQUIRED - {"PixelData"}, f"missing changes: {sorted(REQUIRED - diff)}"
     assert derived.ImageType[:2] == ["DERIVED", "SECONDARY"]
@@ -134,8 +153,11 @@ def test_round_trip(path: Path, tmp_path: Path) -> None:
         # byte for byte: every element that is not documented to change keeps its raw bytes
         before, after = raw_value_bytes(volume.frames[0].path), raw_value_bytes(written[0])
         changed = {pydicom.datadict.tag_for_keyword(k) for k in ALLOWED}
+        dropped = dropped_tags(source)
         for tag, value in before.items():
-            if tag not in changed and tag & 0xFFFF:
+            if tag in dropped:
+                assert tag not in after, pydicom.tag.Tag(tag)
+            elif tag not in changed and tag & 0xFFFF:
                 assert after.get(tag) == value, pydicom.tag.Tag(tag)
 
 

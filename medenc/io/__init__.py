@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medenc.io.dicom_read import DicomFrame, UnevenSpacingWarning, read_dicom
+from medenc.io.dicom_read import DicomFrame, SkippedFilesWarning, UnevenSpacingWarning, read_dicom
 from medenc.io.dicom_write import DERIVED_CHANGES, write_dicom
 from medenc.io.mask import read_mask
 from medenc.io.nifti import is_nifti, read_nifti, write_nifti
@@ -33,6 +33,7 @@ __all__ = [
     "DERIVED_CHANGES",
     "DicomFrame",
     "PixelCodec",
+    "SkippedFilesWarning",
     "StoredLayout",
     "UnevenSpacingWarning",
     "Volume",
@@ -49,6 +50,7 @@ def read_image(
     volume: int | None = None,
     orientation: str = "auto",
     on_uneven_spacing: str = "warn",
+    max_voxels: int | None = None,
 ) -> Volume:
     """Read a DICOM series (folder, file, file list) or a NIfTI file into a :class:`Volume`.
 
@@ -59,15 +61,18 @@ def read_image(
         orientation: ``"auto"`` (canonical axial, except that a single non-axial image stays in its
             plane), ``"axial"`` or ``"stored"``.
         on_uneven_spacing: DICOM: ``"warn"`` or ``"error"`` on unevenly spaced slices.
+        max_voxels: refuse images declaring more voxels, checked before decoding (default: the
+            environment variable ``MEDENC_MAX_VOXELS``, else :data:`medenc.io.limits.DEFAULT_MAX_VOXELS`).
 
     Raises:
         InputError: the file cannot be used (the message names it and says why).
     """
+    options = {"series": series, "orientation": orientation, "on_uneven_spacing": on_uneven_spacing}
     if not isinstance(path, (str, Path)):
-        return read_dicom(path, series=series, orientation=orientation, on_uneven_spacing=on_uneven_spacing)
+        return read_dicom(path, **options, max_voxels=max_voxels)  # type: ignore[arg-type]
     if is_nifti(path):
-        return read_nifti(path, volume=volume, orientation=orientation)
-    return read_dicom(path, series=series, orientation=orientation, on_uneven_spacing=on_uneven_spacing)
+        return read_nifti(path, volume=volume, orientation=orientation, max_voxels=max_voxels)
+    return read_dicom(path, **options, max_voxels=max_voxels)  # type: ignore[arg-type]
 
 
 def write_like(
@@ -80,6 +85,7 @@ def write_like(
     force: bool = False,
     series_description: str | None = None,
     series_number: int | None = None,
+    keep_private: Sequence[str | int | tuple[int, int]] | None = None,
 ) -> list[Path]:
     """Write new voxels like the source: a derived DICOM series (folder) or a NIfTI file.
 
@@ -93,6 +99,8 @@ def write_like(
         force: replace an existing output.
         series_description: DICOM SeriesDescription of the derived series.
         series_number: DICOM SeriesNumber of the derived series.
+        keep_private: DICOM: private tags to keep (``[(0x0029, 0x1010)]`` or ``["0029,1010"]``); every
+            other private element is removed (see ``docs/io.md``). Ignored for NIfTI.
 
     Returns:
         The written files.
@@ -111,5 +119,6 @@ def write_like(
             series_description=series_description,
             series_number=series_number,
             force=force,
+            keep_private=keep_private,
         )
     return write_nifti(volume, native, out, stored_slices=stored_slices, force=force)

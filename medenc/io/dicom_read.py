@@ -8,19 +8,22 @@ new series from it.
 
 from __future__ import annotations
 
-import gzip
 import io
 import logging
+import struct
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medenc.errors import InputError
+from medenc.io.dicom_header import DicomFrame, as_number, frames_of
+from medenc.io.dicom_pixels import check_image, check_pixel_data, decode
+from medenc.io.limits import check_declared, gunzip_limited, shown
+from medenc.io.limits import max_voxels as _max_voxels
 from medenc.io.volume import PixelCodec, StoredLayout, Volume, canonical_affine, orientation_for
 
 logger = logging.getLogger(__name__)
@@ -28,7 +31,6 @@ logger = logging.getLogger(__name__)
 #: modalities that are never image series (skipped when grouping a folder)
 NON_IMAGE_MODALITIES = frozenset({"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"})
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
-MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
@@ -36,34 +38,11 @@ class UnevenSpacingWarning(UserWarning):
     """The slices of a series are not evenly spaced (missing slices, or a gap)."""
 
 
-@dataclass(frozen=True)
-class DicomFrame:
-    """One stored slice of a DICOM volume.
-
-    Attributes:
-        path: the source file.
-        header: the source dataset without its pixel data (shared by the frames of one file).
-        frame: 0-based frame index in a multi-frame file, ``None`` for a single-frame file.
-        position: ``ImagePositionPatient`` (LPS mm) or ``None`` without geometry.
-        orientation: ``ImageOrientationPatient`` (6 direction cosines) or ``None``.
-        spacing: ``PixelSpacing`` (row spacing, column spacing) in mm, or ``None``.
-        slope: rescale slope.
-        intercept: rescale intercept.
-        thickness: slice thickness or spacing between slices in mm, if given.
-    """
-
-    path: Path
-    header: Any
-    frame: int | None
-    position: np.ndarray | None
-    orientation: np.ndarray | None
-    spacing: tuple[float, float] | None
-    slope: float
-    intercept: float
-    thickness: float | None
+class SkippedFilesWarning(UserWarning):
+    """Files of a folder were skipped because they are not DICOM (or cannot be read as DICOM)."""
 
 
-def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Any:
+def _dcmread(path: Path, *, stop_before_pixels: bool = False, limit: int | None = None) -> Any:
     """Read one file as DICOM (gzip-compressed files too); a clear error if it is not DICOM."""
     import pydicom
     from pydicom.errors import InvalidDicomError
@@ -73,152 +52,104 @@ def _dcmread(path: Path, *, stop_before_pixels: bool = False) -> Any:
             data: Any = handle
             if handle.read(2) == b"\x1f\x8b":
                 handle.seek(0)
-                data = io.BytesIO(gzip.decompress(handle.read()))
+                data = io.BytesIO(gunzip_limited(handle.read(), path, _max_voxels(limit)))
             handle.seek(0)
             try:
-                return pydicom.dcmread(data, stop_before_pixels=stop_before_pixels)
+                ds = pydicom.dcmread(data, stop_before_pixels=stop_before_pixels)
             except InvalidDicomError:
                 data.seek(0)
                 ds = pydicom.dcmread(data, stop_before_pixels=stop_before_pixels, force=True)
                 if "SOPClassUID" not in ds and "PixelData" not in ds:
                     raise
-                return ds
+            for _ in ds:  # parse every element now, so that a damaged one fails here, with a clear error
+                pass
+            return ds
     except InvalidDicomError as exc:
-        raise InputError("not a DICOM file", path, tip="pass a DICOM file or folder, or a .nii/.nii.gz") from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, gzip.BadGzipFile) as exc:
-        raise InputError(f"truncated or damaged DICOM file ({exc})", path) from exc
-
-
-def _number(value: Any, default: float | None) -> float | None:
-    try:
-        return float(value) if value is not None and value != "" else default
-    except (TypeError, ValueError):
-        return default
-
-
-def _functional(ds: Any, frame: int, sequence: str, attribute: str) -> Any:
-    """An attribute of a multi-frame functional group: per-frame item first, then the shared one."""
-    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        items = ds.get(groups)
-        if items is None or len(items) <= index:
-            continue
-        inner = items[index].get(sequence)
-        if inner and attribute in inner[0]:
-            return inner[0][attribute].value
-    return None
-
-
-def _frames_of(path: Path, ds: Any) -> list[DicomFrame]:
-    """The stored slices one dataset holds, with their geometry and rescale."""
-    count = int(_number(ds.get("NumberOfFrames"), 1) or 1)
-    multi = "PerFrameFunctionalGroupsSequence" in ds or "SharedFunctionalGroupsSequence" in ds or count > 1
-    frames = []
-    for index in range(count):
-        if multi:
-            pos = _functional(ds, index, "PlanePositionSequence", "ImagePositionPatient")
-            ori = _functional(ds, index, "PlaneOrientationSequence", "ImageOrientationPatient")
-            spacing = _functional(ds, index, "PixelMeasuresSequence", "PixelSpacing")
-            thick = _functional(ds, index, "PixelMeasuresSequence", "SpacingBetweenSlices")
-            thick = thick or _functional(ds, index, "PixelMeasuresSequence", "SliceThickness")
-            slope = _functional(ds, index, "PixelValueTransformationSequence", "RescaleSlope")
-            intercept = _functional(ds, index, "PixelValueTransformationSequence", "RescaleIntercept")
-            pos = pos if pos is not None else ds.get("ImagePositionPatient")
-            ori = ori if ori is not None else ds.get("ImageOrientationPatient")
-            spacing = spacing if spacing is not None else ds.get("PixelSpacing")
-            slope = slope if slope is not None else ds.get("RescaleSlope")
-            intercept = intercept if intercept is not None else ds.get("RescaleIntercept")
-        else:
-            pos, ori, spacing = (
-                ds.get("ImagePositionPatient"),
-                ds.get("ImageOrientationPatient"),
-                ds.get("PixelSpacing"),
-            )
-            thick = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
-            slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
-        frames.append(
-            DicomFrame(
-                path=path,
-                header=ds,
-                frame=index if multi else None,
-                position=None if pos is None or len(pos) != 3 else np.array([float(v) for v in pos]),
-                orientation=None if ori is None or len(ori) != 6 else np.array([float(v) for v in ori]),
-                spacing=None if spacing is None or len(spacing) != 2 else (float(spacing[0]), float(spacing[1])),
-                slope=_number(slope, 1.0) or 1.0,
-                intercept=_number(intercept, 0.0) or 0.0,
-                thickness=_number(thick, None),
-            )
-        )
-    return frames
-
-
-def _check_image(path: Path, ds: Any) -> None:
-    """Raise a clear error for datasets medenc cannot treat as a grayscale image."""
-    if "PixelData" not in ds:
-        extra = " (float pixel data is not supported)" if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds else ""
-        hint = " (the file may be truncated)" if ("Rows" in ds or len(ds) == 0) and not extra else ""
-        raise InputError(f"no PixelData: this DICOM object is not an image{extra}{hint}", path)
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    if photometric not in MONOCHROME or samples != 1:
+        raise InputError("not a DICOM file", shown(path), tip="pass a DICOM file or folder, or a .nii/.nii.gz") from exc
+    except InputError:
+        raise
+    except struct.error as exc:  # a few bytes that are not DICOM: pydicom's forced read runs out of data
         raise InputError(
-            f"unsupported photometric interpretation {photometric or 'missing'} with {samples} sample(s) per "
-            "pixel; medenc encrypts grayscale MR/CT images",
-            path,
-            tip="convert colour or palette images to grayscale MONOCHROME2 first (e.g. dcmj2pnm/gdcmconv), "
-            "or pick the grayscale series",
-        )
-    if int(ds.get("BitsAllocated", 0)) not in (8, 16, 32):
-        raise InputError(f"unsupported BitsAllocated {ds.get('BitsAllocated')} (expected 8, 16 or 32)", path)
-    if "ModalityLUTSequence" in ds:
-        warnings.warn(f"{path}: a Modality LUT is present and ignored; native values = stored values", stacklevel=3)
-
-
-def _decode(path: Path, ds: Any) -> np.ndarray:
-    """The stored pixel values as ``(frames, rows, columns)``."""
-    try:
-        array = ds.pixel_array
-    except Exception as exc:  # decoders raise many types; the user gets one clear line
-        syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
-        name = getattr(syntax, "name", str(syntax))
-        raise InputError(
-            f"cannot decode the pixel data ({name}): {exc}",
-            path,
-            tip="the file may be truncated; compressed data needs pylibjpeg, pylibjpeg-openjpeg, pyjpegls, python-gdcm",
+            "not a DICOM file (too short or no DICOM header)",
+            shown(path),
+            tip="pass a DICOM file or folder, or a .nii/.nii.gz",
         ) from exc
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    return np.asarray(array).reshape(-1, rows, columns)
+    except Exception as exc:  # pydicom raises many types on damaged headers (EOFError, ValueError, NotImplemented...)
+        raise InputError(f"truncated or damaged DICOM header ({' '.join(str(exc).split())})", shown(path)) from exc
 
 
-def list_series(paths: Sequence[Path]) -> dict[str, list[Path]]:
-    """Group DICOM image files by ``SeriesInstanceUID`` (non-DICOM and non-image files are skipped)."""
+def _has_dicom_magic(path: Path) -> bool:
+    """Whether a file carries the DICOM Part 10 marker ``DICM`` after its 128-byte preamble."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
+
+
+def list_series(paths: Sequence[Path], limit: int | None = None) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Group DICOM image files by ``SeriesInstanceUID``; non-image objects are left out.
+
+    Returns:
+        The series (UID -> files) and the files skipped as not DICOM.
+
+    Raises:
+        InputError: a file marked as DICOM (``DICM``) whose header is damaged, an image header cut
+            before Rows, or a file over the size limit: those are refused, not skipped, since they
+            may belong to the series.
+    """
     series: dict[str, list[Path]] = defaultdict(list)
-    skipped = 0
+    skipped: list[Path] = []
     for path in paths:
         try:
-            ds = _dcmread(path, stop_before_pixels=True)
-        except InputError:
-            skipped += 1
+            ds = _dcmread(path, stop_before_pixels=True, limit=limit)
+        except InputError as exc:
+            if _has_dicom_magic(path) or "limit" in exc.problem:
+                raise
+            skipped.append(path)
             continue
         meta = getattr(ds, "file_meta", None)
         if meta is not None and str(meta.get("MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS:
             continue
+        sop = ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta is not None else None)
+        if "Rows" not in ds and sop is not None and "Image Storage" in getattr(sop, "name", ""):
+            raise InputError(f"truncated: a {sop.name} header that ends before Rows and the pixel data", shown(path))
         if str(ds.get("Modality", "")).upper() in NON_IMAGE_MODALITIES or "Rows" not in ds:
             continue
         series[str(ds.get("SeriesInstanceUID", f"no-series-uid:{path}"))].append(path)
-    if skipped:
-        logger.debug("skipped %d non-DICOM files", skipped)
-    return dict(series)
+    return dict(series), skipped
+
+
+def _names(paths: Sequence[Path], source: Path, most: int = 5) -> str:
+    def name(path: Path) -> str:
+        try:
+            return str(shown(path.relative_to(source)))
+        except ValueError:
+            return str(shown(path))
+
+    text = ", ".join(name(p) for p in paths[:most])
+    return text + (f" and {len(paths) - most} more" if len(paths) > most else "")
 
 
 def _describe(series: dict[str, list[Path]]) -> str:
     return "; ".join(f"{uid} ({len(files)} files)" for uid, files in sorted(series.items(), key=lambda kv: -len(kv[1])))
 
 
-def select_series(source: Path, files: Sequence[Path], series: str | None, folder: bool) -> list[Path]:
+def select_series(
+    source: Path, files: Sequence[Path], series: str | None, folder: bool, limit: int | None = None
+) -> list[Path]:
     """The files of one series: ``series`` (a UID), the only one, or the largest (folders only)."""
-    groups = list_series(files)
+    groups, skipped = list_series(files, limit)
     if not groups:
-        raise InputError("no DICOM image found", source, tip="pass a folder of DICOM files or a NIfTI file")
+        what = f"; skipped {len(skipped)} non-DICOM file(s): {_names(skipped, source)}" if skipped else ""
+        tip = "pass a folder of DICOM files or a NIfTI file"
+        raise InputError(f"no DICOM image found{what}", shown(source), tip=tip)
+    if skipped:
+        warnings.warn(
+            f"{shown(source)}: skipped {len(skipped)} file(s) that are not DICOM: {_names(skipped, source)}",
+            SkippedFilesWarning,
+            stacklevel=3,
+        )
     if series is not None:
         if series not in groups:
             raise InputError(f"series {series} is not here; found: {_describe(groups)}", source)
@@ -240,12 +171,21 @@ def select_series(source: Path, files: Sequence[Path], series: str | None, folde
 def _sort_frames(source: Path, frames: list[DicomFrame], on_uneven_spacing: str) -> tuple[list[DicomFrame], np.ndarray]:
     """Frames sorted along the slice normal, and the stored grid's LPS affine in (x, y, z) order."""
     first = frames[0]
-    geometric = all(f.position is not None and f.orientation is not None for f in frames)
+    placed = [f.position is not None and f.orientation is not None for f in frames]
+    geometric = all(placed)
     spacing = first.spacing or (1.0, 1.0)
+    if any(placed) and not geometric:
+        lost = [f for f, ok in zip(frames, placed) if not ok]
+        raise InputError(
+            f"{len(lost)} of {len(frames)} images have no ImagePositionPatient/ImageOrientationPatient, so the "
+            "series cannot be ordered by position",
+            shown(lost[0].path),
+            tip="remove the images without geometry from the folder, or pass the files to read",
+        )
     if not geometric:
         if len(frames) > 1:
             logger.warning("%s: no ImagePositionPatient/ImageOrientationPatient; slices kept in file order", source)
-        frames = sorted(frames, key=lambda f: (_number(f.header.get("InstanceNumber"), 0), f.frame or 0))
+        frames = sorted(frames, key=lambda f: (as_number(f.header.get("InstanceNumber"), 0), f.frame or 0))
         affine = np.diag([spacing[1], spacing[0], first.thickness or 1.0, 1.0])
         return frames, affine
     orientation = first.orientation
@@ -293,16 +233,29 @@ def _sort_frames(source: Path, frames: list[DicomFrame], on_uneven_spacing: str)
 def _check_consistent(frames: list[DicomFrame]) -> None:
     keys = ("Rows", "Columns", "BitsAllocated", "PixelRepresentation", "PhotometricInterpretation", "SamplesPerPixel")
     reference = frames[0]
+    owners: dict[str, Path] = {}
+    for f in frames:
+        uid = str(f.header.get("SOPInstanceUID", ""))
+        if uid and owners.setdefault(uid, f.path) != f.path:
+            raise InputError(
+                f"SOPInstanceUID {uid} is also the UID of {shown(owners[uid]).name}: two files claim to be one "
+                "image (a copy in the folder?)",
+                shown(f.path),
+                tip="remove the duplicate file",
+            )
     want = [reference.header.get(k) for k in keys]
     for f in frames[1:]:
         got = [f.header.get(k) for k in keys]
         if got != want:
             bad = next(k for k, a, b in zip(keys, want, got) if a != b)
             raise InputError(
-                f"{bad} differs within the series ({reference.header.get(bad)} in {reference.path.name})", f.path
+                f"{bad} differs within the series ({reference.header.get(bad)} in {shown(reference.path).name})",
+                shown(f.path),
             )
         if f.spacing and reference.spacing and not np.allclose(f.spacing, reference.spacing, rtol=1e-4, atol=1e-4):
-            raise InputError(f"PixelSpacing differs within the series ({reference.spacing} vs {f.spacing})", f.path)
+            raise InputError(
+                f"PixelSpacing differs within the series ({reference.spacing} vs {f.spacing})", shown(f.path)
+            )
 
 
 def _codec(ds: Any, frames: list[DicomFrame], stored: np.ndarray) -> PixelCodec:
@@ -332,6 +285,7 @@ def read_dicom(
     series: str | None = None,
     orientation: str = "auto",
     on_uneven_spacing: str = "warn",
+    max_voxels: int | None = None,
 ) -> Volume:
     """Read a DICOM series into a :class:`Volume`.
 
@@ -344,40 +298,48 @@ def read_dicom(
         orientation: ``"axial"`` (canonical LPS), ``"stored"`` (slices as stored, sorted along their
             normal) or ``"auto"`` (axial, except a single non-axial image stays in its plane).
         on_uneven_spacing: ``"warn"`` (:class:`UnevenSpacingWarning`) or ``"error"``.
+        max_voxels: refuse a series declaring more voxels (default ``$MEDENC_MAX_VOXELS`` or
+            :data:`medenc.io.limits.DEFAULT_MAX_VOXELS`), checked before decoding.
 
     Returns:
         The volume with per-slice source headers for writing.
 
     Raises:
         InputError: not DICOM, truncated, no pixel data, unsupported photometric interpretation, mixed
-            series, inconsistent geometry.
+            series, inconsistent geometry, damaged pixel data, over the size limit.
     """
     if on_uneven_spacing not in ("warn", "error"):
         raise ValueError(f"on_uneven_spacing must be 'warn' or 'error', got {on_uneven_spacing!r}")
+    limit = _max_voxels(max_voxels)
     if isinstance(path, (str, Path)):
         source = Path(path)
         if source.is_dir():
             candidates = sorted(p for p in source.rglob("*") if p.is_file() and not p.name.startswith("."))
-            files = select_series(source, candidates, series, folder=True)
+            files = select_series(source, candidates, series, folder=True, limit=limit)
         elif source.is_file():
             files = [source]
         else:
-            raise InputError("no such file or folder", source)
+            raise InputError("no such file or folder", shown(source))
     else:
         files = [Path(p) for p in path]
         if not files:
             raise ValueError("no files given")
         source = files[0].parent
-        files = select_series(source, files, series, folder=False) if len(files) > 1 else files
+        files = select_series(source, files, series, folder=False, limit=limit) if len(files) > 1 else files
 
     frames: list[DicomFrame] = []
     pixels: dict[tuple[Path, int | None], np.ndarray] = {}
+    total = 0
     for file in files:
-        ds = _dcmread(file)
-        _check_image(file, ds)
-        array = _decode(file, ds)
+        ds = _dcmread(file, limit=limit)
+        check_image(file, ds)
+        file_frames = frames_of(file, ds)  # validate the header, then decode
+        total += check_pixel_data(file, ds, limit)
+        if total > limit:
+            check_declared((total,), int(ds.BitsAllocated) // 8, source, limit, what="series (all its files together)")
+        array = decode(file, ds)
         del ds.PixelData  # the header is kept for writing; the pixels live in the volume
-        for frame in _frames_of(file, ds):
+        for frame in file_frames:
             frames.append(frame)
             pixels[(file, frame.frame)] = array[frame.frame or 0]
     _check_consistent(frames)
@@ -387,6 +349,7 @@ def read_dicom(
     codec = _codec(header, frames, stored)
     dtype = np.float64 if codec.dtype.itemsize >= 4 else np.float32
     native = codec.to_native(stored, dtype=dtype)
+    codec = codec.with_floor(native)
     affine_ras = LPS_TO_RAS @ affine_lps
     ornt = orientation_for(affine_ras, orientation, len(frames))
     layout = StoredLayout(shape=tuple(stored.shape), ornt=ornt)  # type: ignore[arg-type]

@@ -1,9 +1,11 @@
 """Write a derived DICOM series: a copy of each source header with only what DICOM requires changed.
 
-The changes (everything else, private tags included, is kept as it was) are listed in
-:data:`DERIVED_CHANGES` and in ``docs/io.md``. Pixel values go back to the stored dtype through the
-inverse rescale and are clipped to the stored range; the output is uncompressed Explicit VR Little
-Endian, written atomically into a new folder.
+The changes are listed in :data:`DERIVED_CHANGES` and in ``docs/io.md``; besides them, every element
+that can carry original pixels or free binary data is removed (private tags unless kept with
+``keep_private``, overlays, curves, waveforms, encapsulated documents, icons, other binary elements:
+:mod:`medenc.io.dicom_scrub`). Everything else is kept as it was. Pixel values go back to the stored
+dtype through the inverse rescale and are clipped to the source's valid range; the output is
+uncompressed Explicit VR Little Endian, written atomically into a new folder.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError, OutputExistsError
+from medenc.io.dicom_scrub import DROPPED, keep_set, scrub
 from medenc.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -32,8 +35,15 @@ DERIVED_CHANGES: dict[str, str] = {
     "ImageType": "DERIVED\\SECONDARY, values 3+ kept",
     "DerivationDescription": "names medenc and its version (never the key)",
     "SourceImageSequence": "one item pointing at the source instance (and its frames)",
-    "PixelData": "new values, uncompressed, stored dtype, clipped to the stored range",
+    "PixelData": "new values, uncompressed, stored dtype, clipped to the source's valid range",
     "IconImageSequence": "removed at every nesting level (holds original pixels)",
+    "PrivateTags": "removed at every nesting level unless listed in keep_private (" + DROPPED["private"] + ")",
+    "OverlayGroups": "removed at every nesting level: " + DROPPED["overlay"],
+    "CurveGroups": "removed at every nesting level: " + DROPPED["curve"],
+    "WaveformGroup": "removed at every nesting level: " + DROPPED["waveform"],
+    "EncapsulatedDocumentGroup": "removed at every nesting level: " + DROPPED["document"],
+    "BinaryElements": "removed at every nesting level: " + DROPPED["binary"],
+    "DataSetTrailingPadding": "removed (free binary data; one of BinaryElements)",
     "GroupLength": "retired (gggg,0000) group lengths removed at every level (they would be stale)",
     "SmallestImagePixelValue": "removed (stale)",
     "LargestImagePixelValue": "removed (stale)",
@@ -95,15 +105,13 @@ def check_output(out: Path, inputs: Sequence[Path], force: bool) -> None:
         raise OutputExistsError(out)
 
 
-def _remove_icons_and_group_lengths(ds: Any) -> None:
-    if "IconImageSequence" in ds:
-        del ds.IconImageSequence
+def _remove_group_lengths(ds: Any) -> None:
     for tag in [t for t in ds.keys() if t.element == 0 and t.group != 2]:  # noqa: SIM118 (a Dataset, not a dict)
         del ds[tag]
     for elem in ds:
         if elem.VR == "SQ":
             for item in elem.value:
-                _remove_icons_and_group_lengths(item)
+                _remove_group_lengths(item)
 
 
 def _swap_words(ds: Any) -> None:
@@ -151,6 +159,7 @@ def derive_dataset(
     series_number: int,
     series_description: str,
     derivation_description: str,
+    keep_private: Sequence[str | int | tuple[int, int]] | None = None,
 ) -> Any:
     """A derived copy of one source header holding ``pixels`` (stored dtype).
 
@@ -162,6 +171,8 @@ def derive_dataset(
         series_number: its SeriesNumber.
         series_description: its SeriesDescription.
         derivation_description: the DerivationDescription text.
+        keep_private: private tags to keep (see :func:`medenc.io.dicom_scrub.parse_tag`); every other
+            private element is removed.
 
     Shape:
         pixels: (F, R, C).
@@ -174,7 +185,9 @@ def derive_dataset(
     source_meta = getattr(header, "file_meta", None)
     source_syntax = str(source_meta.get("TransferSyntaxUID", "")) if source_meta is not None else ""
     big_endian = source_syntax == "1.2.840.10008.1.2.2"
+    keep = keep_set(keep_private)  # validate, then mutate
     ds = copy.deepcopy(header)
+    scrub(ds, sorted(keep))
     if big_endian:
         _swap_words(ds)
     uid = generate_uid()
@@ -196,7 +209,7 @@ def derive_dataset(
     ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
     ds.DerivationDescription = derivation_description
     ds.SourceImageSequence = [_source_item(header, frames)]
-    _remove_icons_and_group_lengths(ds)
+    _remove_group_lengths(ds)
     for keyword in _STALE:
         if keyword in ds:
             delattr(ds, keyword)
@@ -238,6 +251,7 @@ def write_dicom(
     series_number: int | None = None,
     derivation_description: str | None = None,
     force: bool = False,
+    keep_private: Sequence[str | int | tuple[int, int]] | None = None,
 ) -> list[Path]:
     """Write ``native`` as a derived series of ``volume``'s source into the new folder ``out``.
 
@@ -251,6 +265,8 @@ def write_dicom(
         series_number: SeriesNumber (default: source + 1000).
         derivation_description: DerivationDescription (default: :func:`derivation_text`).
         force: replace an existing ``out``.
+        keep_private: private tags to copy into the derived files, e.g. ``[(0x0029, 0x1010)]`` or
+            ``["0029,1010"]`` (their private creators come along); all other private tags are removed.
 
     Returns:
         The written files in stored slice order.
@@ -264,6 +280,10 @@ def write_dicom(
     if volume.format != "dicom":
         raise ValueError(f"write_dicom needs a DICOM volume, got {volume.format}")
     check_output(out, [f.path for f in volume.frames], force)
+    try:
+        keep = sorted(keep_set(keep_private))
+    except ValueError as exc:
+        raise InputError(str(exc), tip="list private tags as gggg,eeee with an odd group") from exc
     stored = volume.to_stored(np.asarray(native))
     wanted = range(len(volume.frames)) if stored_slices is None else sorted({int(i) for i in stored_slices})
     groups: dict[Path, list[int]] = {}
@@ -293,6 +313,7 @@ def write_dicom(
             series_number=number,
             series_description=description,
             derivation_description=derivation_description or derivation_text(),
+            keep_private=keep,
         )
         encoded.append((f"IM{position + 1:05d}.dcm", encode_dataset(ds)))
         logger.debug("derived %s from %s", encoded[-1][0], path.name)

@@ -15,6 +15,7 @@ import numpy as np
 
 from medenc.errors import InputError
 from medenc.io.dicom_read import LPS_TO_RAS, _dcmread
+from medenc.io.limits import shown
 from medenc.io.nifti import is_nifti, load_nifti
 from medenc.io.volume import Volume
 
@@ -23,15 +24,22 @@ logger = logging.getLogger(__name__)
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 
 
-def _nifti_labels(path: Path, label: float | None) -> tuple[np.ndarray, np.ndarray]:
-    img, _ = load_nifti(path)
+def _nifti_labels(path: Path, label: float | None, limit: int | None) -> tuple[np.ndarray, np.ndarray]:
+    img, _ = load_nifti(path, limit=limit)
     data = np.asanyarray(img.dataobj)
+    if data.dtype.kind == "f" and not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise InputError(
+            f"the mask holds {bad} NaN or infinite voxel(s): not labels (tumor = non-zero finite values)",
+            shown(path),
+            tip="export the mask with 0 outside the tumor",
+        )
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3:
-        raise InputError(f"a mask must be 2D or 3D, got shape {data.shape}", path)
+        raise InputError(f"a mask must be 2D or 3D, got shape {data.shape}", shown(path))
     mask = data != 0 if label is None else np.isclose(data, label)
     return mask, np.asarray(img.affine, dtype=np.float64)
 
@@ -98,7 +106,46 @@ def _sample(mask_xyz: np.ndarray, transform: np.ndarray, shape: tuple[int, int, 
     return out
 
 
-def read_mask(path: str | Path, *, like: Volume, label: float | None = None, resample: bool = False) -> np.ndarray:
+def _mismatch(transform: np.ndarray, exact: bool, mask_shape: tuple[int, ...], like: Volume) -> str:
+    """Why a mask grid is not the image grid, in words: voxel size, rotation, sub-voxel offset, or extent."""
+    if like.format == "dicom" and any(f.position is None or f.orientation is None for f in like.frames):
+        return (
+            "the image has no ImagePositionPatient/ImageOrientationPatient, so its grid is a stand-in "
+            "(identity orientation at the origin) that no mask geometry can match"
+        )
+    linear, shift = transform[:3, :3], transform[:3, 3]
+    steps = np.sqrt((linear**2).sum(axis=0))  # mask voxels per image voxel along image x, y, z
+    if exact:
+        image = (like.shape[2], like.shape[1], like.shape[0])
+        return (
+            f"the mask is on the image's voxel lattice but covers another extent: mask shape {tuple(mask_shape)}, "
+            f"image shape {image} (x/y/z), image voxel (0, 0, 0) at mask index {np.rint(shift).astype(int).tolist()}"
+            " (origin or shape mismatch)"
+        )
+    reasons = []
+    if np.abs(steps - 1).max() > 0.01:
+        image_mm = np.round(like.spacing[::-1], 3).tolist()
+        mask_mm = np.round(np.array(image_mm) / steps, 3).tolist()
+        reasons.append(f"voxel size differs (image {image_mm} mm, mask {mask_mm} mm, x/y/z)")
+    unit = linear / np.where(steps > 0, steps, 1)
+    cosines = np.abs(unit).max(axis=0)
+    if cosines.min() < 0.999:
+        angle = float(np.degrees(np.arccos(np.clip(cosines.min(), -1, 1))))
+        reasons.append(f"the mask's axes are rotated by {angle:.1f} degrees against the image's")
+    offset = shift - np.rint(shift)
+    if not reasons and np.abs(offset).max() >= 0.1:
+        reasons.append(f"the grids are offset by {np.round(offset, 2).tolist()} voxel (origin mismatch)")
+    return "; ".join(reasons) or "the grids do not line up"
+
+
+def read_mask(
+    path: str | Path,
+    *,
+    like: Volume,
+    label: float | None = None,
+    resample: bool = False,
+    max_voxels: int | None = None,
+) -> np.ndarray:
     """Read a tumor mask on the canonical grid of ``like``.
 
     Args:
@@ -107,26 +154,28 @@ def read_mask(path: str | Path, *, like: Volume, label: float | None = None, res
         like: the image volume the mask belongs to.
         label: label value (NIfTI) or segment number (SEG); default: everything non-zero.
         resample: if the mask is on another grid, sample it by nearest neighbour instead of failing.
+        max_voxels: refuse a mask declaring more voxels (see :mod:`medenc.io.limits`), before reading it.
 
     Returns:
         Boolean mask like ``like.voxels``.
 
     Raises:
-        InputError: unreadable file, grid mismatch without ``resample``, empty mask.
+        InputError: unreadable file, over the size limit, NaN/inf values, grid mismatch without
+            ``resample`` (the message names the cause), empty mask.
 
     Shape:
         result: (Z, Y, X).
     """
     path = Path(path)
     if is_nifti(path):
-        mask_xyz, affine = _nifti_labels(path, label)
+        mask_xyz, affine = _nifti_labels(path, label, max_voxels)
         partial = False
     else:
-        ds = _dcmread(path)
+        ds = _dcmread(path, limit=max_voxels)
         if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS:
             raise InputError(
                 f"not a mask: a DICOM {ds.get('Modality', '?')} object, not a SEG",
-                path,
+                shown(path),
                 tip="pass a NIfTI label volume or a DICOM SEG",
             )
         mask_xyz, affine = _seg_labels(path, ds, like, None if label is None else int(label))
@@ -138,12 +187,10 @@ def read_mask(path: str | Path, *, like: Volume, label: float | None = None, res
         same_shape = exact and _covers_exactly(transform, like.shape, mask_xyz.shape)
         if not (exact and (partial or same_shape)):
             if not resample:
-                zoom = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
                 raise InputError(
-                    f"mask grid (shape {mask_xyz.shape}, voxel {np.round(zoom, 3).tolist()} mm) does not match "
-                    f"the image grid (shape {like.shape[::-1]}, voxel {np.round(like.spacing[::-1], 3).tolist()} mm, "
-                    "x/y/z order)",
-                    path,
+                    f"mask grid (shape {tuple(mask_xyz.shape)}) does not match the image grid: "
+                    f"{_mismatch(transform, exact, mask_xyz.shape, like)}",
+                    shown(path),
                     tip="pass resample=True to resample it by nearest neighbour, or export the mask on the image grid",
                 )
             logger.info("%s: resampling the mask onto the image grid (nearest neighbour)", path)

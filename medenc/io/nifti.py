@@ -1,9 +1,11 @@
 """Read and write NIfTI volumes (``.nii``, ``.nii.gz``, 2D and 3D) keeping the affine and the header.
 
-Reading keeps the stored (unscaled) values, ``scl_slope``/``scl_inter`` and a copy of the header.
-Writing keeps the affine, qform/sform codes, pixdim and units; the stored dtype is kept when it holds
-the new values (through the source's slope and intercept), otherwise the data go out as float32 with
-a logged note.
+Reading keeps the stored (unscaled) values, ``scl_slope``/``scl_inter`` and a copy of the header;
+the declared size is checked against the voxel limit (:mod:`medenc.io.limits`) before any data are
+read. Writing keeps the affine, qform/sform codes, pixdim and units but drops the header extensions
+(they can hold anything, e.g. a copy of the source DICOM header); the stored dtype is kept when it
+holds the new values (through the source's slope and intercept), otherwise the data go out as float32
+with a logged note.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import numpy as np
 
 from medenc.atomic import atomic_write_bytes
 from medenc.errors import InputError
+from medenc.io.limits import check_declared, max_voxels, shown
 from medenc.io.volume import PixelCodec, StoredLayout, Volume, canonical_affine, orientation_for
 
 logger = logging.getLogger(__name__)
@@ -33,27 +36,44 @@ def is_nifti(path: str | Path) -> bool:
     return name.endswith(NIFTI_SUFFIXES) or name.endswith((".hdr", ".img"))
 
 
-def load_nifti(path: str | Path) -> tuple[Any, np.ndarray]:
-    """The nibabel image and its stored (unscaled) array, with clear errors for bad files."""
+def load_nifti(path: str | Path, *, limit: int | None = None) -> tuple[Any, np.ndarray]:
+    """The nibabel image and its stored (unscaled) array, with clear errors for bad files.
+
+    Args:
+        path: the NIfTI file.
+        limit: voxel limit (default :func:`medenc.io.limits.max_voxels`), checked on the header's
+            dimensions before the data are read.
+    """
     import nibabel as nib
 
     path = Path(path)
     if not path.is_file():
-        raise InputError("no such file", path)
+        raise InputError("no such file", shown(path))
+    errors = (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, zlib.error, gzip.BadGzipFile)
     try:
         img = nib.load(path)
-        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
-            raise InputError(f"not a NIfTI image ({type(img).__name__})", path)
+    except errors as exc:
+        raise InputError(
+            f"not a NIfTI file, or its header is truncated or damaged ({' '.join(str(exc).split())})", shown(path)
+        ) from exc
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
+        raise InputError(f"not a NIfTI image ({type(img).__name__})", shown(path))
+    shape = tuple(int(n) for n in img.header.get_data_shape())
+    dtype = img.header.get_data_dtype()
+    check_declared(shape, dtype.itemsize, path, max_voxels(limit), what=f"NIfTI header ({dtype})")
+    try:
         proxy = img.dataobj
         stored = np.asarray(proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else proxy)
-    except InputError:
-        raise
-    except (nib.filebasedimages.ImageFileError, EOFError, OSError, ValueError, zlib.error, gzip.BadGzipFile) as exc:
-        raise InputError(f"not a NIfTI file, or truncated ({exc})", path) from exc
+    except errors as exc:
+        raise InputError(
+            f"truncated or damaged image data: the header declares {' x '.join(map(str, shape))} {dtype} voxels "
+            f"({' '.join(str(exc).split())})",
+            shown(path),
+        ) from exc
     if stored.dtype.fields is not None or stored.dtype.kind == "c":
         raise InputError(
             f"unsupported NIfTI data type {img.get_data_dtype()} (RGB or complex)",
-            path,
+            shown(path),
             tip="convert to a grayscale scalar volume first",
         )
     return img, stored
@@ -76,7 +96,9 @@ def _codec(img: Any, stored: np.ndarray, slices: int) -> PixelCodec:
     return PixelCodec(dtype=dtype, lo=lo, hi=hi, slope=np.full(slices, slope), intercept=np.full(slices, inter))
 
 
-def read_nifti(path: str | Path, *, volume: int | None = None, orientation: str = "auto") -> Volume:
+def read_nifti(
+    path: str | Path, *, volume: int | None = None, orientation: str = "auto", max_voxels: int | None = None
+) -> Volume:
     """Read a NIfTI image into a :class:`Volume`.
 
     Args:
@@ -84,12 +106,14 @@ def read_nifti(path: str | Path, *, volume: int | None = None, orientation: str 
         volume: index along the 4th axis of a 4D image (required when it has more than one volume).
         orientation: ``"axial"``, ``"stored"`` or ``"auto"`` (axial, except a single non-axial slice
             stays in its plane).
+        max_voxels: refuse a file declaring more voxels (all volumes; default ``$MEDENC_MAX_VOXELS`` or
+            :data:`medenc.io.limits.DEFAULT_MAX_VOXELS`), checked before the data are read.
 
     Raises:
-        InputError: not NIfTI, truncated, 4D without ``volume``, RGB/complex data.
+        InputError: not NIfTI, truncated, 4D without ``volume``, RGB/complex data, over the size limit.
     """
     path = Path(path)
-    img, stored = load_nifti(path)
+    img, stored = load_nifti(path, limit=max_voxels)
     ndim = stored.ndim
     while stored.ndim > 3 and stored.shape[-1] == 1 and volume is None:
         stored = stored[..., 0]
@@ -115,6 +139,7 @@ def read_nifti(path: str | Path, *, volume: int | None = None, orientation: str 
     wide = stored.dtype == np.float64 or (stored.dtype.kind in "iu" and stored.dtype.itemsize >= 4)
     dtype = np.float64 if wide else np.float32
     native = codec.to_native(stored_zyx, dtype=dtype)
+    codec = codec.with_floor(native)
     return Volume(
         voxels=np.ascontiguousarray(layout.to_canonical(native)),
         affine=canonical_affine(affine, layout.ornt, layout.shape),
@@ -140,6 +165,7 @@ def _serialize(volume: Volume, data_xyz: np.ndarray, slope: float, inter: float,
         header.set_qform(qform, code=int(qcode))
         header.set_sform(sform, code=int(scode))
     header.set_data_dtype(data_xyz.dtype)
+    header.extensions.clear()  # extensions carry free data (a DICOM header, original values): never copied
     img = klass(data_xyz, None, header=header)
     blob = img.to_bytes()
     written = type(header).from_fileobj(io.BytesIO(blob))
@@ -202,8 +228,9 @@ def write_nifti(
         raise InputError("a NIfTI output needs a .nii or .nii.gz name", out)
     check_output(out, [volume.source], force)
     window, affines = _crop(volume, stored_slices)
-    native_stored = np.asarray(volume.layout.to_stored(np.asarray(native, dtype=np.float64)))[window]
     codec = volume.codec
+    native_stored = np.asarray(volume.layout.to_stored(np.asarray(native, dtype=np.float64)))[window]
+    native_stored = np.maximum(native_stored, codec.floor)  # the source's valid range (see PixelCodec)
     slope, inter = float(codec.slope[0]), float(codec.intercept[0])
     if codec.integer:
         values = (native_stored - inter) / slope

@@ -16,7 +16,7 @@ Conventions (see ``docs/io.md``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,10 @@ class PixelCodec:
     """Stored pixel values <-> native values, per stored slice.
 
     ``native = stored * slope + intercept``; the inverse rounds to the stored dtype and clips to the
-    representable stored range ``[lo, hi]``.
+    source's *valid range*: the representable stored range ``[lo, hi]``, and in native values never
+    below ``floor``, the smallest native value of the source volume. No original voxel is darker than
+    ``floor`` (0 for an MR magnitude image, -1024 HU air for most CT), so neither is an encrypted one:
+    values below every original's minimum would tell encrypted images apart.
 
     Attributes:
         dtype: the stored dtype (e.g. ``uint16``, ``int16``, ``float32``).
@@ -39,6 +42,7 @@ class PixelCodec:
         hi: largest representable stored value.
         slope: rescale slope per stored slice.
         intercept: rescale intercept per stored slice.
+        floor: smallest valid native value (``-inf``: none beyond the stored range).
 
     Shape:
         slope, intercept: (S,) for S stored slices.
@@ -49,6 +53,12 @@ class PixelCodec:
     hi: float
     slope: np.ndarray
     intercept: np.ndarray
+    floor: float = -np.inf
+
+    def with_floor(self, native: np.ndarray) -> PixelCodec:
+        """This codec with ``floor`` = the smallest finite value of the source's ``native`` voxels."""
+        finite = native[np.isfinite(native)] if native.dtype.kind == "f" else native
+        return self if finite.size == 0 else replace(self, floor=float(finite.min()))
 
     @property
     def integer(self) -> bool:
@@ -78,13 +88,17 @@ class PixelCodec:
             native: (S, ...) with S == len(slope) or len(slices); result like native, in ``dtype``.
         """
         slope, intercept = self._per_slice(native, slices)
-        values = (native.astype(np.float64) - intercept) / slope
+        values = (np.maximum(native.astype(np.float64), self.floor) - intercept) / slope
         if self.integer:
             values = np.rint(values)
+            if np.isfinite(self.floor):  # rounding must not cross the floor: the nearest stored value above it
+                edge = (self.floor - intercept) / slope
+                up, down = np.ceil(edge - 1e-9), np.floor(edge + 1e-9)
+                values = np.where(slope > 0, np.maximum(values, up), np.minimum(values, down))
         return np.clip(values, self.lo, self.hi).astype(self.dtype)
 
     def native_range(self, slices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Per stored slice native values of the stored range ends, as (low, high) sorted.
+        """Per stored slice the valid native range: the stored range ends, sorted, low raised to ``floor``.
 
         Shape:
             result: two (S,) arrays.
@@ -93,7 +107,8 @@ class PixelCodec:
         if slices is not None:
             slope, intercept = slope[slices], intercept[slices]
         a, b = self.lo * slope + intercept, self.hi * slope + intercept
-        return np.minimum(a, b), np.maximum(a, b)
+        low, high = np.minimum(a, b), np.maximum(a, b)
+        return np.minimum(np.maximum(low, self.floor), high), high
 
     def unit(self, slices: np.ndarray | None = None) -> np.ndarray:
         """Native size of one stored unit per stored slice (``|slope|``; 0 for float storage).
@@ -247,7 +262,10 @@ class Volume:
         return np.ascontiguousarray(canonical, dtype=np.float64)
 
     def bounds(self, slices: Any = None) -> tuple[np.ndarray, np.ndarray]:
-        """Native values of the representable stored range, voxel-wise, for PGD's projection.
+        """The source's valid native range, voxel-wise, for PGD's projection (see :class:`PixelCodec`).
+
+        Low: the stored range's low end in native values, raised to the volume's smallest native value
+        (``codec.floor``); high: the stored range's high end.
 
         Args:
             slices: canonical axial indices (default: all).
