@@ -30,17 +30,15 @@ def synth(
     Writes per case a DICOM series and/or NIfTI volume, the tumour mask (NIfTI) and OUT/manifest.csv
     (case_id,label,split,image,mask) with a stratified 80/20 train/test split.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+    from medenc.cli._common import progress_bars
     from medenc.files import check_output
     from medenc.synth import generate as lib
 
     # validate everything before any work or output
     lib.check_args(cases, seed, size, fmt, difficulty)
     check_output(out, force=force, what="output folder")
-    columns = (TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, transient=False) as bar:
-        task = bar.add_task("cases", total=cases)
+    with progress_bars() as bar:  # on stderr: stdout carries only the result lines
+        task = bar.add_task("synth", total=cases)
         manifest = lib.write_dataset(
             out, cases, seed=seed, size=size, fmt=fmt, balanced=balanced, difficulty=difficulty,
             progress=lambda done, total: bar.update(task, completed=done), force=force,
