@@ -288,12 +288,12 @@ def test_real_ct_series(env: dict[str, Any], tmp_path: Path) -> None:
     assert header.SourceImageSequence[0].ReferencedSOPInstanceUID == report["per_slice"][0]["source_sop_uid"]
 
 
-def test_icons_removed_private_tags_kept(env: dict[str, Any], tmp_path: Path) -> None:
+def test_icons_and_private_tags_removed(env: dict[str, Any], tmp_path: Path) -> None:
     result = _encrypt(env, env["icons"], tmp_path / "out", "--slices", "all")
     assert result.exit_code == 0, result.output
     for path in (tmp_path / "out" / "series").iterdir():
         ds = pydicom.dcmread(path)
-        assert "IconImageSequence" not in ds and ds[0x00291011].value == "vendor note"
+        assert "IconImageSequence" not in ds and 0x00291011 not in ds  # private data may hold original pixels
 
 
 def test_a_sagittal_series_comes_back_whole(env: dict[str, Any], tmp_path: Path) -> None:

@@ -22,10 +22,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medenc.errors import InputError
 from medenc.files import sha256_file
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.calibrate.run import CalibrationSettings
+    from medenc.core.key import EncryptionKey
+    from medenc.experiment.dataset import Manifest, ManifestRow
+    from medenc.learn.checkpoint import BaseModel
 
 #: per-class training counts tried, largest first, when a budget forces a subset (nested subsets)
 LADDER = (4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048, 3072, 4096)
@@ -81,7 +87,7 @@ class Cache:
             raise FileNotFoundError(folder)
         return summary
 
-    def write_subset(self, fingerprint: str, manifest: Any, rows: list[Any]) -> Path:
+    def write_subset(self, fingerprint: str, manifest: Manifest, rows: list[ManifestRow]) -> Path:
         """Write the manifest of the calibrated slices (image paths through a link to the data folder)."""
         from medenc.atomic import atomic_write_text
 
@@ -109,14 +115,14 @@ class Inputs:
     """The loaded base model, manifest and calibration key."""
 
     classes: tuple[str, ...]
-    manifest: Any
-    base: Any
-    base_key: Any
+    manifest: Manifest
+    base: BaseModel
+    base_key: EncryptionKey
     key_note: dict[str, Any]
     model_hash: str
-    settings: Any
+    settings: CalibrationSettings
 
-    def key_for(self, eps: float) -> Any:
+    def key_for(self, eps: float) -> EncryptionKey:
         """The key at one grid point: same correspondence and ratios, PGD eps/step/steps replaced."""
         return replace(self.base_key, pgd=self.settings.pgd_for(eps, self.base_key.pgd))
 

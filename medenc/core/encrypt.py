@@ -124,6 +124,7 @@ class Encryptor:
         self.compile = compile
         self.channels_last = fast_model or self.device.type == "cuda"
         # the caller's model is never moved or changed: PGD attacks a copy on the device
+        self.model = model  # as passed (for callers that want to predict with it); not used by PGD
         self.attacked_model = attack_model(model, self.device) if fast_model else _device_copy(model, self.device)
         self.hardening_generator = torch.Generator().manual_seed(
             key.seed if key.seed is not None else secrets.randbits(63)

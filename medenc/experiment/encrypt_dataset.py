@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,6 +28,12 @@ from medenc.core.key import check_key_classes, load_key_for
 from medenc.errors import InputError
 from medenc.files import check_output, inside
 from medenc.learn.checkpoint import BaseModel, load_base_model
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.core.encrypt import EncryptionResult, Encryptor
+    from medenc.core.key import EncryptionKey
+    from medenc.core.mapping import ModelInputMapping
+    from medenc.experiment.dataset import ManifestRow
 
 SUMMARY_SUFFIX = ".summary.json"
 
@@ -46,7 +52,7 @@ def read_summary(out: str | Path) -> dict[str, Any] | None:
     return None
 
 
-def output_name(row: Any) -> str:
+def output_name(row: ManifestRow) -> str:
     """Where a slice goes inside the output folder: its manifest path if that stays inside, else slices/."""
     relative = PurePosixPath(row.image)
     if not relative.is_absolute() and ".." not in relative.parts:
@@ -223,7 +229,9 @@ def _load_ensemble_member(path: str | Path, base: BaseModel) -> BaseModel:
     return member
 
 
-def _hardening_summary(key: Any, extras: Sequence[BaseModel], member_hit_rates: Sequence[float]) -> dict[str, Any]:
+def _hardening_summary(
+    key: EncryptionKey, extras: Sequence[BaseModel], member_hit_rates: Sequence[float]
+) -> dict[str, Any]:
     """The summary's ``hardening`` entry, present only when some hardening is on."""
     if not extras and not key.hardened:
         return {}
@@ -242,7 +250,11 @@ def _hardening_summary(key: Any, extras: Sequence[BaseModel], member_hit_rates: 
 
 
 def _hit_rates(
-    encryptor: Any, models: Sequence[torch.nn.Module], mapping: Any, result: Any, stored: torch.Tensor
+    encryptor: Encryptor,
+    models: Sequence[torch.nn.Module],
+    mapping: ModelInputMapping,
+    result: EncryptionResult,
+    stored: torch.Tensor,
 ) -> tuple[list[float], list[float], list[list[float]]]:
     """Per image: share of copies on target for ``models[0]`` (the base), written image predicted as a
     target by the base, and share of copies on target for each further model (ensemble members).

@@ -15,7 +15,7 @@ import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +23,9 @@ from medenc.atomic import atomic_directory
 from medenc.errors import InputError, MedencError
 from medenc.files import check_name, check_output, safe_name
 from medenc.io.tables import read_table
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.io import Volume
 
 STUDY_COLUMNS = ("case_id", "label", "split", "image", "mask")
 
@@ -72,7 +75,7 @@ def largest_tumor_slice_of(image: str | Path, mask: str | Path, *, series: str |
         raise InputError(error.problem, mask, error.tip) from None
 
 
-def slice_nifti_bytes(volume: Any, index: int, size: int | None = None) -> bytes:
+def slice_nifti_bytes(volume: Volume, index: int, size: int | None = None) -> bytes:
     """A canonical axial slice of ``volume`` as 2D NIfTI bytes, its affine placing it in the study.
 
     Shape:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -30,6 +30,10 @@ from medenc.learn.recipe import TrainRecipe
 from medenc.learn.victims import score, train_victim
 from medenc.reporting import REPORT_NAME, header, write_json
 from medenc.security.defenses import Defence, adversarial_hook, crop_only, flip_only
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.core.key import EncryptionKey
+    from medenc.experiment.evaluate import EvalData
 
 
 @dataclass(frozen=True)
@@ -69,10 +73,10 @@ def thief_subset(labels: Tensor, fraction: float, seed: int) -> Tensor:
 def run_defence(
     defence: Defence | str,
     arch: str,
-    data: Any,
+    data: EvalData,
     thief: tuple[Tensor, Tensor],
     settings: ThiefSettings,
-    key: Any,
+    key: EncryptionKey,
     progress: Any = None,
 ) -> tuple[dict[str, float], nn.Module]:
     """Train one thief's model and measure it.
@@ -127,7 +131,9 @@ def run_defence(
     return score(model, tests, settings.device)[0], model
 
 
-def _recipe(defence: Defence, thief: tuple[Tensor, Tensor], settings: ThiefSettings, key: Any) -> dict[str, Any]:
+def _recipe(
+    defence: Defence, thief: tuple[Tensor, Tensor], settings: ThiefSettings, key: EncryptionKey
+) -> dict[str, Any]:
     """``fit`` options of a training recipe."""
     if defence.name == "flip-aug":
         return {"augment": flip_only}

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from medenc.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.core.key import EncryptionKey
 
 SUPPORTED = ("basic", "hconcat", "hconcat_mirror", "mixup")
 RATIO_GRID = (0.3, 0.4, 0.5, 0.6, 0.7)
@@ -103,7 +106,7 @@ def recover_key(
     surrogate: nn.Module,
     x: Tensor,
     y: Tensor,
-    key: Any,
+    key: EncryptionKey,
     *,
     ratio_grid: Sequence[float] = RATIO_GRID,
     device: str | torch.device | None = None,
