@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -61,6 +61,17 @@ def progress_bars() -> Iterator[Any]:
     )
     with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
         yield progress
+
+
+def model_done(started: float) -> Callable[[int, int, str, dict[str, float]], None]:
+    """An ``on_model`` callback that prints one line per trained model on stderr (elapsed time, accuracies)."""
+    import time
+
+    def say(done: int, total: int, what: str, accuracies: dict[str, float]) -> None:
+        scores = ", ".join(f"{name.replace('_', ' ')} {value:.1%}" for name, value in accuracies.items())
+        typer.echo(f"[{time.perf_counter() - started:.0f} s] model {done}/{total}: {what}: {scores}", err=True)
+
+    return say
 
 
 def parse_archs(text: str) -> list[str]:

@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._common import parse_archs, print_encryption_summary, print_evaluation, progress_bars, recipe_from
+from medenc.cli._common import (
+    model_done,
+    parse_archs,
+    print_encryption_summary,
+    print_evaluation,
+    progress_bars,
+    recipe_from,
+)
 
 app = typer.Typer()
 
@@ -132,6 +139,7 @@ def demo(
             classes=info.classes,
             force=True,
             progress_factory=lambda _: bars,
+            on_model=model_done(started),
         )
     print_evaluation(report, out / "report")
     typer.echo(f"demo finished in {time.perf_counter() - started:.0f} s")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -12,6 +13,7 @@ from medenc.cli._common import (
     ForceOption,
     PresetOption,
     fail,
+    model_done,
     parse_archs,
     print_encryption_summary,
     print_evaluation,
@@ -130,7 +132,10 @@ def evaluate_command(
         settings, epochs=epochs, batch_size=batch_size, lr=lr, size=size, augment=augment, seed=seed, device=device
     )
     with progress_bars() as bars:
-        report = evaluate(clean, encrypted, archs, out, train_settings, force=force, progress_factory=lambda _: bars)
+        report = evaluate(
+            clean, encrypted, archs, out, train_settings, force=force, progress_factory=lambda _: bars,
+            on_model=model_done(time.perf_counter()),
+        )
     print_evaluation(report, out)
 
 

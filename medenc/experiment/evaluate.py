@@ -79,6 +79,7 @@ def evaluate(
     classes: Sequence[str] | None = None,
     force: bool = False,
     progress_factory: Callable[[str], Any] | None = None,
+    on_model: Callable[[int, int, str, dict[str, float]], None] | None = None,
 ) -> dict[str, Any]:
     """Run the protocol for every architecture and write the report folder (atomically).
 
@@ -91,6 +92,7 @@ def evaluate(
         classes: class order (default: sorted labels).
         force: replace an existing ``out``.
         progress_factory: given a description, returns a progress object for :func:`medenc.learn.train.fit`.
+        on_model: called after each trained model with ``(done, total, what, accuracies)``.
 
     Returns:
         The ``report.json`` content.
@@ -111,7 +113,8 @@ def evaluate(
     data = load_eval_data(clean, encrypted, settings.size, classes)
     k = len(data.classes)
     results: dict[str, Any] = {}
-    for arch in archs:
+    total = 2 * len(archs)
+    for i, arch in enumerate(archs):
         progress = progress_factory(f"{arch} on encrypted") if progress_factory else None
         enc_acc, enc_pred = train_and_score(
             arch,
@@ -121,10 +124,14 @@ def evaluate(
             settings,
             progress,
         )
+        if on_model is not None:
+            on_model(2 * i + 1, total, f"{arch} trained on encrypted", enc_acc)
         progress = progress_factory(f"{arch} on clean") if progress_factory else None
         clean_acc, clean_pred = train_and_score(
             arch, data.clean_train, {"clean_test": data.clean_test}, k, settings, progress
         )
+        if on_model is not None:
+            on_model(2 * i + 2, total, f"{arch} trained on clean", clean_acc)
         truth = data.clean_test[1]
         results[arch] = {
             "clean_test": clean_acc["clean_test"],
