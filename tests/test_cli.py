@@ -36,3 +36,8 @@ def test_progress_goes_to_stderr_and_results_to_stdout(tmp_path: Path) -> None:
     out = tmp_path / "s"
     assert run.stdout.splitlines() == [f"wrote 5 SYNTHETIC cases to {out} (manifest: {out / 'manifest.csv'})"]
     assert "synth" in run.stderr and "5/5" in run.stderr  # the progress bar, with its real total
+
+
+def test_shell_completion_is_offered() -> None:
+    result = CliRunner().invoke(app, ["--show-completion", "bash"])
+    assert result.exit_code == 0 and "_medenc_completion" in result.output

@@ -28,7 +28,7 @@ app = typer.Typer(
     name="medenc",
     cls=MedencGroup,
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion, as Typer offers them
     pretty_exceptions_show_locals=False,  # tracebacks must not print local variables (patient data)
     help="Adversarial Data Encryption for brain MRI: shareable images that doctors can read and "
     "machine-learning models cannot learn from.",
