@@ -46,22 +46,28 @@ def check_output(
     """
     out = Path(out)
     target = _resolved(out)
-    for given in inputs:
-        if given is None:
-            continue
-        source = _resolved(given)
+    given = [(g, _resolved(g)) for g in inputs if g is not None and Path(g).exists()]  # missing: nothing to protect
+    for name, source in given:
         if target == source:
-            raise InputError(f"the {what} is the input {given}; writing it would destroy the input", out,
+            raise InputError(f"the {what} is the input {name}; writing it would destroy the input", out,
                              tip="write somewhere else")
+    for name, source in given:
         if target in source.parents:
-            raise InputError(f"the {what} holds the input {given}; replacing it would delete the input", out,
+            raise InputError(f"the {what} holds the input {name}; replacing it would delete the input", out,
                              tip="write somewhere else")
+    for name, source in given:
         if source in target.parents and source.is_dir():
-            raise InputError(f"the {what} lies inside the input folder {given}", out,
+            raise InputError(f"the {what} lies inside the input folder {name}", out,
                              tip="write outside the input folders")
     if not force and out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise OutputExistsError(out)
     return out
+
+
+def manifest_inputs(path: str | Path) -> list[Path]:
+    """A manifest and, if it exists, the folder it lies in (where its relative paths point)."""
+    path = Path(path)
+    return [path, path.parent] if path.is_file() else [path]
 
 
 def sha256_files(paths: Iterable[str | Path], root: str | Path | None = None) -> str:

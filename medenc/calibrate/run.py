@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from medenc.errors import InputError
-from medenc.files import check_output
+from medenc.files import check_output, manifest_inputs
 from medenc.learn.recipe import TrainRecipe
 from medenc.reporting import header
 
@@ -298,7 +298,7 @@ def calibrate(
     started = time.perf_counter()
     settings.validate()
     out = Path(out)
-    input_paths = [manifest, Path(manifest).parent, model, key]
+    input_paths = [*manifest_inputs(manifest), model, key]
     check_output(out, inputs=input_paths, force=force, what="report folder")
     say = log or (lambda _: None)
     cache = Cache(Path(cache_dir) if cache_dir is not None else out.parent / "medenc-calibrate-cache")

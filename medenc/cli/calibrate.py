@@ -137,5 +137,5 @@ def calibrate_command(
             new = EncryptionKey.generate(
                 classes, settings.combiner, seed=None, ratio=settings.ratio, pgd=settings.pgd_for(rec)
             )
-        new.save(write_key, force=force)
+        new.save(write_key, force=force, inputs=[manifest, model, key])
         typer.echo(f"wrote key {write_key} (eps {rec:g}, fingerprint {new.fingerprint()}); keep it secret")

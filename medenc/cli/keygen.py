@@ -76,7 +76,9 @@ def keygen(
     """
     from medenc.config import load_config, pick
     from medenc.core.key import EncryptionKey, PGDSettings
+    from medenc.files import check_output
 
+    check_output(out, inputs=[from_, config], force=force, what="key file")  # before any work
     settings = load_config(config, preset)
     if (classes is None) == (from_ is None):
         fail("give exactly one of --classes a,b,c or --from MODEL.pt|MANIFEST.csv")
@@ -100,7 +102,7 @@ def keygen(
         eot_samples=int(pick(eot_samples, settings, "eot_samples", 1)),
         ratio_jitter=float(pick(ratio_jitter, settings, "ratio_jitter", 0.0)),
     )
-    path = key.save(out, force=force)
+    path = key.save(out, force=force, inputs=[from_, config])
     typer.echo(
         f"wrote key {path} (fingerprint {key.fingerprint()}, {key.combiner}, {len(key.classes)} classes, "
         f"{pgd.norm} eps {pgd.eps} step {pgd.step} x {pgd.steps}); keep it secret: it is what undoes the protection"

@@ -359,10 +359,13 @@ class EncryptionKey:
             raise KeyFileError(f"malformed key: {error}", source) from None
         return key
 
-    def save(self, path: str | Path, *, force: bool = False) -> Path:
-        """Write the key as JSON, atomically, readable by its owner only (mode 0600)."""
+    def save(self, path: str | Path, *, force: bool = False, inputs: Sequence[str | Path | None] = ()) -> Path:
+        """Write the key as JSON, atomically, readable by its owner only (mode 0600).
+
+        ``inputs`` (e.g. the model the classes came from) may not be replaced, even with ``force``.
+        """
         text = json.dumps(self.to_dict(), indent=2) + "\n"
-        return atomic_write_text(path, text, mode=0o600, force=force)
+        return atomic_write_text(path, text, mode=0o600, force=force, inputs=inputs)
 
     @classmethod
     def load(cls, path: str | Path) -> EncryptionKey:

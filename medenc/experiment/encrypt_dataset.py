@@ -26,7 +26,7 @@ import torch
 from medenc.atomic import atomic_directory, atomic_write_text
 from medenc.core.key import check_key_classes, load_key_for
 from medenc.errors import InputError
-from medenc.files import check_output, inside
+from medenc.files import check_output, inside, manifest_inputs
 from medenc.learn.checkpoint import BaseModel, load_base_model
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -99,7 +99,7 @@ def encrypt_dataset(
 
     started = time.perf_counter()
     manifest = Path(manifest)
-    inputs = [manifest, manifest.parent, model, *extra_models, key if isinstance(key, (str, Path)) else None]
+    inputs = [*manifest_inputs(manifest), model, *extra_models, key if isinstance(key, (str, Path)) else None]
     for target in (out, summary_path(out)):
         check_output(target, inputs=inputs, force=force)
     base = load_base_model(model)

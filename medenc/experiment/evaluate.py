@@ -18,7 +18,7 @@ import torch
 
 from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
-from medenc.files import check_output
+from medenc.files import check_output, manifest_inputs
 from medenc.learn.recipe import TrainRecipe
 from medenc.learn.victims import confusion, train_and_score
 from medenc.reporting import REPORT_NAME, header, write_json
@@ -107,7 +107,7 @@ def evaluate(
     if not archs:
         raise InputError("give at least one architecture")
     out = Path(out)
-    inputs = [clean, Path(clean).parent, encrypted, Path(encrypted).parent]
+    inputs = [*manifest_inputs(clean), *manifest_inputs(encrypted)]
     check_output(out, inputs=inputs, force=force, what="report folder")
     started = time.perf_counter()
     data = load_eval_data(clean, encrypted, settings.size, classes)

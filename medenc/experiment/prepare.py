@@ -21,7 +21,7 @@ import numpy as np
 
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError, MedencError
-from medenc.files import check_name, check_output, safe_name
+from medenc.files import check_name, check_output, manifest_inputs, safe_name
 from medenc.io.tables import read_table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -144,7 +144,7 @@ def prepare_dataset(
     """
     studies = Path(studies)
     rows = read_studies(studies)
-    inputs = [studies, studies.parent, *(row[c] for row in rows for c in ("image", "mask"))]
+    inputs = [*manifest_inputs(studies), *(row[c] for row in rows for c in ("image", "mask"))]
     check_output(out, inputs=inputs, force=force, what="output folder")
     if size is not None and size < 8:
         raise InputError(f"--size must be at least 8 pixels, got {size}")

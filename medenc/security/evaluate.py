@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from medenc.core.encrypt import resolve_device
 from medenc.errors import InputError
-from medenc.files import check_output
+from medenc.files import check_output, manifest_inputs
 from medenc.learn.recipe import TrainRecipe
 from medenc.learn.victims import score, train_victim
 from medenc.reporting import REPORT_NAME, header, write_json
@@ -215,7 +215,7 @@ def security_evaluate(
 
     settings = settings or ThiefSettings()
     out = Path(out)
-    inputs = [clean, Path(clean).parent, encrypted, Path(encrypted).parent, model, key]
+    inputs = [*manifest_inputs(clean), *manifest_inputs(encrypted), model, key]
     check_output(out, inputs=inputs, force=force, what="report folder")
     base = load_base_model(model)
     the_key = load_key_for(key, tuple(base.info.classes))
