@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from medenc.cli import app
 
+pytestmark = pytest.mark.slow  # end to end: trains models (kept in the default run)
+
 runner = CliRunner()
 SMALL = ("--epochs", "2", "--batch-size", "8", "--size", "32", "--device", "cpu")
 PGD = ("--steps", "4", "--step-ratio", "0.25", "--precision", "fp32")

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+pytestmark = pytest.mark.slow  # end to end: trains models (kept in the default run)
+
 TINY = """
 size: 32
 cases: 30

@@ -14,6 +14,8 @@ from torch import nn
 from medenc import EncryptionKey, Encryptor
 from medenc.core.key import PGDSettings
 
+pytestmark = pytest.mark.slow  # end to end: trains models (kept in the default run)
+
 sklearn_datasets = pytest.importorskip("sklearn.datasets")
 
 EPS = 1.5  # L2, on 8x8 images in [0, 1]

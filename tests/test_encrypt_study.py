@@ -25,7 +25,7 @@ from medenc.cli import app
 from medenc.core.slices import largest_tumor_slice, tumor_slices
 from medenc.errors import InputError
 from medenc.io import read_image, read_mask
-from tests.test_io_support import TEST_FILES, make_series
+from tests.helpers import TEST_FILES, make_series
 
 runner = CliRunner()
 CT5N = TEST_FILES / "dicomdirtests/98892001/CT5N"

@@ -12,6 +12,8 @@ from typer.testing import CliRunner
 
 from medenc.cli import app
 
+pytestmark = pytest.mark.slow  # end to end: trains models (kept in the default run)
+
 runner = CliRunner()
 
 

@@ -22,8 +22,7 @@ from pydicom.encaps import encapsulate, generate_frames
 
 from medenc.errors import InputError
 from medenc.io import SkippedFilesWarning, read_image, read_mask
-from tests.test_io_nifti import ras_affine, save
-from tests.test_io_support import DATA_STORE, TEST_FILES, make_series
+from tests.helpers import DATA_STORE, TEST_FILES, make_series, ras_affine, save
 
 STORED = np.random.default_rng(0).integers(0, 3000, size=(4, 12, 10)).astype(np.uint16)
 

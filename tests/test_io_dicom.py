@@ -14,27 +14,17 @@ from medenc.core.slices import largest_tumor_slice
 from medenc.errors import InputError, OutputExistsError
 from medenc.io import UnevenSpacingWarning, read_image, read_mask, write_like
 from medenc.study.encrypt import encrypt_volume
-from tests.test_io_support import (
+from tests.helpers import (
+    SHAPE,
     SMALL_INPUT,
     TEST_FILES,
+    TUMOR_Z,
     canonical_to_plane,
     dataset_diff,
     make_series,
+    phantom,
     tiny_encryptor,
 )
-
-SHAPE = (9, 12, 10)  # canonical (Z, Y, X)
-TUMOR_Z = 6
-
-
-def phantom() -> tuple[np.ndarray, np.ndarray]:
-    """Stored values (12-bit) and a tumor mask whose largest axial slice is TUMOR_Z."""
-    rng = np.random.default_rng(5)
-    stored = rng.integers(100, 3000, size=SHAPE).astype(np.uint16)
-    mask = np.zeros(SHAPE, dtype=bool)
-    mask[TUMOR_Z - 2 : TUMOR_Z + 3, 3:8, 2:6] = True
-    mask[TUMOR_Z, 2:10, 1:8] = True  # the widest cross-section
-    return stored, mask
 
 
 def _seg(paths: list[Path], mask: np.ndarray, plane: str, out: Path) -> Path:
@@ -225,7 +215,7 @@ def test_a_failed_write_leaves_nothing(tmp_path: Path) -> None:
 
 
 def test_multiframe_subset_keeps_per_frame_groups(tmp_path: Path) -> None:
-    from tests.test_io_support import DATA_STORE
+    from tests.helpers import DATA_STORE
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

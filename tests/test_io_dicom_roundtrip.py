@@ -21,7 +21,7 @@ from medenc.io import read_image, write_like
 from medenc.io.dicom_scrub import PIXEL_DATA, drop_reason
 from medenc.io.dicom_write import DERIVED_CHANGES, META_CHANGES
 from medenc.study.encrypt import encrypt_volume
-from tests.test_io_support import (
+from tests.helpers import (
     DATA_STORE,
     SMALL_INPUT,
     TEST_FILES,

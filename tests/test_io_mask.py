@@ -10,8 +10,7 @@ import pytest
 
 from medenc.errors import InputError
 from medenc.io import read_image, read_mask
-from tests.test_io_nifti import ras_affine, save
-from tests.test_io_support import TEST_FILES
+from tests.helpers import TEST_FILES, ras_affine, save
 
 SHAPE_XYZ = (8, 10, 6)
 

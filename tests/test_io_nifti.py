@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
-import io
 import logging
 from pathlib import Path
 
@@ -15,30 +13,7 @@ from medenc.core.slices import largest_tumor_slice
 from medenc.errors import InputError, OutputExistsError
 from medenc.io import read_image, write_like
 from medenc.study.encrypt import encrypt_volume
-from tests.test_io_support import SMALL_INPUT, tiny_encryptor
-
-
-def ras_affine(spacing: tuple[float, float, float] = (1.0, 1.2, 2.0)) -> np.ndarray:
-    affine = np.diag([*spacing, 1.0])
-    affine[:3, 3] = [-10.0, -20.0, 5.0]
-    return affine
-
-
-def save(path: Path, data: np.ndarray, affine: np.ndarray, *, slope: float = 1.0, inter: float = 0.0) -> Path:
-    img = nib.Nifti1Image(data, affine)
-    img.header.set_data_dtype(data.dtype)
-    img.header.set_qform(affine, code=1)
-    img.header.set_sform(affine, code=2)
-    img.header.set_xyzt_units("mm", "sec")
-    img.header["descrip"] = b"test volume"
-    img.header.set_slope_inter(slope, inter)
-    # nibabel would rescale on save: write the stored values with the wanted slope/inter directly
-    blob = img.to_bytes()
-    header = nib.Nifti1Header.from_fileobj(io.BytesIO(blob))
-    header.set_slope_inter(slope, inter)
-    blob = header.binaryblock + blob[len(header.binaryblock) :]
-    path.write_bytes(gzip.compress(blob) if path.name.endswith(".gz") else blob)
-    return path
+from tests.helpers import SMALL_INPUT, ras_affine, save, tiny_encryptor
 
 
 def test_round_trip_keeps_header_affine_and_dtype(tmp_path: Path) -> None:

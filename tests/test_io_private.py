@@ -15,8 +15,7 @@ from medenc.errors import InputError
 from medenc.io import read_image, write_like
 from medenc.io.dicom_scrub import parse_tag
 from medenc.study.encrypt import encrypt_volume
-from tests.test_io_nifti import ras_affine, save
-from tests.test_io_support import DATA_STORE, SMALL_INPUT, make_series, tiny_encryptor
+from tests.helpers import DATA_STORE, SMALL_INPUT, make_series, ras_affine, save, tiny_encryptor
 
 OVERLAYS = DATA_STORE / "MR-SIEMENS-DICOM-WithOverlays.dcm"
 

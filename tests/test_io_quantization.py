@@ -13,7 +13,7 @@ from medenc.core.key import EncryptionKey, PGDSettings
 from medenc.core.mapping import Preprocess
 from medenc.io import read_image, write_like
 from medenc.study.encrypt import encrypt_volume
-from tests.test_io_support import make_series
+from tests.helpers import make_series
 
 SLOPE, INTERCEPT = 2.5, -100.0  # one stored unit = 2.5 native units
 CENTERS = ((8, 8), (16, 16), (24, 24))  # class -> blob centre

@@ -10,8 +10,7 @@ import pytest
 from medenc.io import read_image, write_like
 from medenc.io.volume import PixelCodec, Volume
 from medenc.study.encrypt import encrypt_volume
-from tests.test_io_nifti import ras_affine, save
-from tests.test_io_support import SMALL_INPUT, make_series, tiny_encryptor
+from tests.helpers import SMALL_INPUT, make_series, ras_affine, save, tiny_encryptor
 
 
 def mr_like(low: int, rng: np.random.Generator, shape: tuple[int, int, int] = (24, 24, 4)) -> np.ndarray:

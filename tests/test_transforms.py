@@ -22,9 +22,7 @@ from medenc.transforms import (
     MedencReader,
     SaveDerivedd,
 )
-from tests.test_io_dicom import TUMOR_Z, phantom
-from tests.test_io_nifti import ras_affine, save
-from tests.test_io_support import SMALL_INPUT, make_series, tiny_encryptor
+from tests.helpers import SMALL_INPUT, TUMOR_Z, make_series, phantom, ras_affine, save, tiny_encryptor
 
 
 @pytest.fixture
@@ -109,8 +107,10 @@ def test_array_and_dict_transforms_agree(study) -> None:
     assert torch.equal(array_out.as_tensor(), dict_out.as_tensor())
     assert array_out.meta["medenc_slice_index"] == TUMOR_Z
     # batches: (N, C, H, W) with one label per image; plain tensors carry no meta, so bounds are given
+    # (the same valid range the reader put in the slice's meta: the source's stored min and max)
     batch = torch.stack([by_array.as_tensor(), by_array.as_tensor()])
-    bounded = AdversarialEncrypt(**kwargs, bounds=(0, 4095))
+    bounds = (by_array.meta["medenc_bounds_low"], by_array.meta["medenc_bounds_high"])
+    bounded = AdversarialEncrypt(**kwargs, bounds=bounds)
     assert torch.allclose(bounded(batch, [1, 1])[1], array_out.as_tensor())
 
 

@@ -1,13 +1,18 @@
-"""Helpers shared by the I/O tests (synthetic series, dataset diffs, a tiny encryptor), and their tests."""
+"""Helpers shared by the tests: synthetic DICOM series and NIfTI volumes, a phantom, dataset diffs, a tiny encryptor.
+
+Their own tests are in tests/test_helpers.py.
+"""
 
 from __future__ import annotations
 
+import gzip
+import io
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pydicom
-import pytest
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -198,31 +203,39 @@ def raw_value_bytes(path: Path) -> dict[int, bytes]:
     return out
 
 
-def test_canonical_to_plane_round_trips_each_plane(tmp_path: Path) -> None:
-    from medenc.io import read_image
-
-    rng = np.random.default_rng(3)
-    canonical = rng.integers(0, 4000, size=(5, 6, 7)).astype(np.uint16)
-    for plane in PLANES:
-        make_series(tmp_path / plane, canonical, plane, spacing=(3.0, 2.0, 1.0))
-        volume = read_image(tmp_path / plane)
-        assert volume.shape == canonical.shape, plane
-        assert np.array_equal(volume.voxels, canonical.astype(np.float32)), plane
-        assert np.allclose(volume.spacing, (3.0, 2.0, 1.0)), plane
-        # canonical LPS: voxel steps point to L, P, S, i.e. -x, -y, +z in RAS
-        assert np.allclose(np.diag(volume.affine)[:3], [-1.0, -2.0, 3.0]), plane
+# ---------------------------------------------------------------- NIfTI and phantom volumes
+def ras_affine(spacing: tuple[float, float, float] = (1.0, 1.2, 2.0)) -> np.ndarray:
+    affine = np.diag([*spacing, 1.0])
+    affine[:3, 3] = [-10.0, -20.0, 5.0]
+    return affine
 
 
-def test_dataset_diff_sees_changes_and_missing_elements() -> None:
-    a, b = Dataset(), Dataset()
-    a.PatientName = b.PatientName = "X"
-    a.SeriesNumber, b.SeriesNumber = 1, 2
-    a.StudyID = "7"
-    assert dataset_diff(a, b) == {"SeriesNumber", "StudyID"}
+def save(path: Path, data: np.ndarray, affine: np.ndarray, *, slope: float = 1.0, inter: float = 0.0) -> Path:
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_data_dtype(data.dtype)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=2)
+    img.header.set_xyzt_units("mm", "sec")
+    img.header["descrip"] = b"test volume"
+    img.header.set_slope_inter(slope, inter)
+    # nibabel would rescale on save: write the stored values with the wanted slope/inter directly
+    blob = img.to_bytes()
+    header = nib.Nifti1Header.from_fileobj(io.BytesIO(blob))
+    header.set_slope_inter(slope, inter)
+    blob = header.binaryblock + blob[len(header.binaryblock) :]
+    path.write_bytes(gzip.compress(blob) if path.name.endswith(".gz") else blob)
+    return path
 
 
-@pytest.mark.parametrize("signed", [False, True])
-def test_make_series_writes_readable_files(tmp_path: Path, signed: bool) -> None:
-    canonical = np.arange(2 * 3 * 4, dtype=np.uint16).reshape(2, 3, 4)
-    paths = make_series(tmp_path, canonical, signed=signed)
-    assert len(paths) == 2 and pydicom.dcmread(paths[0]).pixel_array.shape == (3, 4)
+SHAPE = (9, 12, 10)  # canonical (Z, Y, X)
+TUMOR_Z = 6
+
+
+def phantom() -> tuple[np.ndarray, np.ndarray]:
+    """Stored values (12-bit) and a tumor mask whose largest axial slice is TUMOR_Z."""
+    rng = np.random.default_rng(5)
+    stored = rng.integers(100, 3000, size=SHAPE).astype(np.uint16)
+    mask = np.zeros(SHAPE, dtype=bool)
+    mask[TUMOR_Z - 2 : TUMOR_Z + 3, 3:8, 2:6] = True
+    mask[TUMOR_Z, 2:10, 1:8] = True  # the widest cross-section
+    return stored, mask
