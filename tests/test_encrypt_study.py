@@ -506,6 +506,20 @@ def test_batch_with_a_bad_case_then_resumed(env: dict[str, Any], tmp_path: Path)
         assert "1 encrypted, 3 skipped (already done), 0 failed" in result.output
         assert {p: p.stat().st_mtime_ns for p in reports} == stamps
 
+        # an output replaced by its original since (same name, same count) is not "already done": redone
+        first = json.loads(reports[0].read_text())
+        series = reports[0].parent / Path(first["output"]["path"]).name
+        written = sorted(series.iterdir())[0]
+        source = sorted(Path(first["input"]["path"]).iterdir())[0]
+        written.write_bytes(source.read_bytes())
+        result = _run(*args)
+        assert result.exit_code == 0, result.output
+        assert "1 encrypted, 3 skipped (already done), 0 failed" in result.output
+        assert "no longer matches its report" in result.output
+        assert written.read_bytes() != source.read_bytes()
+        result = _run(*args)  # and now it is done again
+        assert "0 encrypted, 4 skipped (already done), 0 failed" in result.output
+
         result = _run(*args, "--slices", "all")  # another request: existing outputs are not replaced...
         assert result.exit_code == 1 and "0 encrypted, 0 skipped (already done), 4 failed" in result.output
         assert "already exists" in result.output

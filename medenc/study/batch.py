@@ -111,7 +111,7 @@ def encrypt_batch(
         InputError: a bad batch file, model or key (nothing is encrypted then).
     """
     from medenc.study.encrypt import describe_request, open_session, run_study
-    from medenc.study.report import report_matches
+    from medenc.study.report import report_state
     from medenc.study.request import SLICE_MODES, StudyRequest, check_request
 
     started = time.perf_counter()
@@ -138,10 +138,17 @@ def encrypt_batch(
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 check_request(request, classes, force=True, protected=(session.base.path, session.key_path))
-                if request.out.exists() and report_matches(request.out, describe_request(request, session)):
+                state = report_state(request.out, describe_request(request, session)) if request.out.exists() else None
+                if state == "done":
                     entry["status"] = "skipped"
                 else:
-                    run_study(request, session, force=force)
+                    if state == "damaged":
+                        warnings.warn(
+                            f"{request.out}: the output no longer matches its report (files changed, added or "
+                            "missing since it was written); encrypting the case again",
+                            stacklevel=1,
+                        )
+                    run_study(request, session, force=force or state == "damaged")
                     entry["status"] = "encrypted"
             entry["warnings"] = [str(w.message) for w in caught]
         except MedencError as error:

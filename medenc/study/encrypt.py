@@ -25,13 +25,12 @@ import numpy as np
 from medenc.atomic import atomic_directory
 from medenc.core.key import load_key_for
 from medenc.errors import InputError
+from medenc.files import files_under, sha256_files
 from medenc.learn.checkpoint import BaseModel, load_base_model
 from medenc.study.report import (
     REPORT_NAME,
     add_uids,
     build_report,
-    input_files,
-    sha256_of,
     slice_metrics,
     verify_output,
 )
@@ -85,7 +84,7 @@ def open_session(
         key=the_key,
         key_path=Path(key),
         encryptor=encryptor,
-        model_sha256=sha256_of([Path(model)]),
+        model_sha256=sha256_files([Path(model)]),
         auto_batch=batch_size is None,
         seconds=time.perf_counter() - started,
     )
@@ -131,9 +130,9 @@ def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
     """Everything that decides the output, with checksums of the inputs (a resumed batch compares it)."""
     return {
         "study": str(request.study.resolve()),
-        "study_sha256": sha256_of(input_files(request.study), request.study if request.study.is_dir() else None),
+        "study_sha256": sha256_files(files_under(request.study), request.study if request.study.is_dir() else None),
         "mask": None if request.mask is None else str(request.mask.resolve()),
-        "mask_sha256": None if request.mask is None else sha256_of([request.mask]),
+        "mask_sha256": None if request.mask is None else sha256_files([request.mask]),
         "label": request.label,
         "slices": request.slices,
         "series": request.series,
@@ -198,12 +197,17 @@ def run_study(
     with atomic_directory(request.out, force=force) as tmp:
         mark = time.perf_counter()
         name = SERIES_DIR if volume.format == "dicom" else _nifti_name(volume.source)
-        files = write_like(volume, encrypted, tmp / name, slices=write_slices)
+        write_like(volume, encrypted, tmp / name, slices=write_slices)
         timing["write"] = time.perf_counter() - mark
         mark = time.perf_counter()
         output = verify_output(volume, written, tmp / name, selected if request.only_selected else None)
         timing["verify"] = time.perf_counter() - mark
-        output.update(path=str(request.out / name), files=len(files))
+        written_files = files_under(tmp / name)
+        output.update(
+            path=str(request.out / name),
+            files=len(written_files),
+            sha256=sha256_files(written_files, tmp / name if (tmp / name).is_dir() else None),
+        )
         add_uids(volume, selected, per_slice, output.pop("uid_map", {}))
         timing["total"] = time.perf_counter() - started
         if count_loading:

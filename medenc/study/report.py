@@ -3,7 +3,6 @@ check of the written files, and ``report.json`` (no key material, no pixel value
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -12,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from medenc.files import files_under, sha256_files
+
 if TYPE_CHECKING:  # pragma: no cover
     from medenc.study.encrypt import Session
     from medenc.study.request import StudyRequest
@@ -19,25 +20,6 @@ if TYPE_CHECKING:  # pragma: no cover
 REPORT_NAME = "report.json"
 REPORT_FORMAT = "medenc.encrypt-study/1"
 CHUNK_PIXELS = 1 << 19  # pixels measured at once (SSIM in float64 unfolds 121 values per pixel)
-
-
-def sha256_of(paths: list[Path], root: Path | None = None) -> str:
-    """SHA-256 over the files' names (relative to ``root``) and contents, in the given order."""
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(str(path.relative_to(root) if root else path.name).encode() + b"\0")
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def input_files(path: Path) -> list[Path]:
-    """The files of a study: every file under a folder (sorted), or the file itself."""
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file())
-    return [path] if path.is_file() else []
 
 
 def slice_metrics(
@@ -246,15 +228,25 @@ def build_report(
     }
 
 
-def report_matches(out: Path, requested: dict[str, Any]) -> bool:
-    """Whether ``out`` holds a complete report for exactly this request (a resumed batch skips it)."""
+def report_state(out: Path, requested: dict[str, Any]) -> str:
+    """What a resumed batch finds in ``out`` for this request.
+
+    Returns:
+        ``"done"``: a complete report for exactly this request, and the written files match its checksum
+        (skip the case); ``"damaged"``: this request's report, but files missing, added or changed since
+        (redo the case); ``"other"``: no report of medenc's, or one for another request (replace it only
+        with ``--force``).
+    """
     try:
         report = json.loads((out / REPORT_NAME).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
+        return "other"
     if not isinstance(report, dict) or report.get("format") != REPORT_FORMAT or report.get("request") != requested:
-        return False
+        return "other"
     output = report.get("output") or {}
     target = out / Path(str(output.get("path", ""))).name
-    count = len(input_files(target)) if target.exists() else 0
-    return count == output.get("files")
+    files = files_under(target) if target.exists() else []
+    # the written files themselves, not their presence: an output replaced or damaged since is redone
+    if files and output.get("sha256") == sha256_files(files, target if target.is_dir() else None):
+        return "done"
+    return "damaged"
