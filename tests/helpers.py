@@ -239,3 +239,23 @@ def phantom() -> tuple[np.ndarray, np.ndarray]:
     mask[TUMOR_Z - 2 : TUMOR_Z + 3, 3:8, 2:6] = True
     mask[TUMOR_Z, 2:10, 1:8] = True  # the widest cross-section
     return stored, mask
+
+
+def dciodvfy(path: Path) -> list[str]:
+    """The findings of the DICOM validator (Debian dicom3tools' ``dciodvfy``) on one file.
+
+    Every line it prints that starts with ``Error`` or ``Warning``. The caller compares them with the
+    source's own findings (a derived file must add none) or asserts there is no ``Error``. Skips the test
+    when dciodvfy is not installed (``scripts/install-dicom3tools.sh`` installs it; ``./run.sh test`` runs it).
+    """
+    import shutil
+    import subprocess
+
+    import pytest
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        pytest.skip("dciodvfy not installed (scripts/install-dicom3tools.sh)")
+    run = subprocess.run([exe, "-new", str(path)], capture_output=True, text=True, timeout=60)
+    lines = (run.stdout + run.stderr).splitlines()
+    return [line.strip() for line in lines if line.startswith(("Error", "Warning"))]

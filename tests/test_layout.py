@@ -36,6 +36,7 @@ LAYERS: dict[str, int] = {
     "medenc.security": 4,
     "medenc.transforms": 5,
     "medenc.cli": 6,
+    "medenc.__main__": 6,  # ``python -m medenc``: the command line
 }
 #: pairs of layers that must never meet, whatever their ranks
 FORBIDDEN = {("medenc.io", "medenc.core"), ("medenc.core", "medenc.io")}
