@@ -47,6 +47,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _cases(root: Path) -> dict[str, tuple[list[object], str]]:
     ds, studies = root / "ds", root / "studies"
     manifest, model, key = ds / "manifest.csv", ds / "base.pt", ds / "key.json"
+    first = (studies / "manifest.csv").read_text().splitlines()[1].split(",")  # case_id,label,split,image,mask
+    study, label, mask = studies / first[3], first[1], studies / first[4]
     enc = ["encrypt-dataset", manifest, "--model", model, "--key", key, "--device", "cpu", "--force", "--out"]
     thief = ["security-eval", "--clean", manifest, "--encrypted", manifest, "--model", model, "--key", key,
              "--force", "--out"]  # fmt: skip
@@ -72,6 +74,14 @@ def _cases(root: Path) -> dict[str, tuple[list[object], str]]:
         "calibrate --write-key the key": (["calibrate", manifest, "--model", model, "--key", key, "--out",
                                            root / "c", "--write-key", key, "--force"], "is the input"),
         "security-eval --out ds": ([*thief, ds], "is the input"),
+        "reader-study build --out ds": (["reader-study", "build", "--clean", manifest, "--encrypted", manifest,
+                                         "--force", "--out", ds], "is the input"),
+        "reader-study build over the work folder": (["reader-study", "build", "--clean", manifest, "--encrypted",
+                                                     manifest, "--force", "--out", root], "holds the input"),
+        "encrypt-study --out its study": (["encrypt-study", study, "--mask", mask, "--label", label, "--model", model, "--key", key,
+                                           "--device", "cpu", "--force", "--out", study], "is the input"),
+        "encrypt-study --out the key": (["encrypt-study", study, "--mask", mask, "--label", label, "--model", model, "--key", key,
+                                         "--device", "cpu", "--force", "--out", key], "is the input"),
     }
 
 
@@ -83,6 +93,8 @@ def _cases(root: Path) -> dict[str, tuple[list[object], str]]:
         "encrypt-dataset over the work folder", "encrypt-dataset --out the key", "encrypt-dataset --out the model",
         "evaluate --out ds", "train --out the manifest", "keygen --out the model", "keygen --out a folder",
         "calibrate --out ds", "calibrate --write-key the key", "security-eval --out ds",
+        "reader-study build --out ds", "reader-study build over the work folder",
+        "encrypt-study --out its study", "encrypt-study --out the key",
     ],
 )
 def test_writing_commands_never_touch_an_input(work: Path, case: str) -> None:
