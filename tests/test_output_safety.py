@@ -49,6 +49,8 @@ def _cases(root: Path) -> dict[str, tuple[list[object], str]]:
     manifest, model, key = ds / "manifest.csv", ds / "base.pt", ds / "key.json"
     first = (studies / "manifest.csv").read_text().splitlines()[1].split(",")  # case_id,label,split,image,mask
     study, label, mask = studies / first[3], first[1], studies / first[4]
+    one_study = ["encrypt-study", study, "--mask", mask, "--label", label, "--model", model, "--key", key,
+                 "--device", "cpu", "--force", "--out"]  # fmt: skip
     enc = ["encrypt-dataset", manifest, "--model", model, "--key", key, "--device", "cpu", "--force", "--out"]
     thief = ["security-eval", "--clean", manifest, "--encrypted", manifest, "--model", model, "--key", key,
              "--force", "--out"]  # fmt: skip
@@ -78,10 +80,8 @@ def _cases(root: Path) -> dict[str, tuple[list[object], str]]:
                                          "--force", "--out", ds], "is the input"),
         "reader-study build over the work folder": (["reader-study", "build", "--clean", manifest, "--encrypted",
                                                      manifest, "--force", "--out", root], "holds the input"),
-        "encrypt-study --out its study": (["encrypt-study", study, "--mask", mask, "--label", label, "--model", model, "--key", key,
-                                           "--device", "cpu", "--force", "--out", study], "is the input"),
-        "encrypt-study --out the key": (["encrypt-study", study, "--mask", mask, "--label", label, "--model", model, "--key", key,
-                                         "--device", "cpu", "--force", "--out", key], "is the input"),
+        "encrypt-study --out its study": ([*one_study, study], "is the input"),
+        "encrypt-study --out the key": ([*one_study, key], "is the input"),
     }
 
 
