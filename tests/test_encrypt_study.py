@@ -555,6 +555,47 @@ def test_batch_file_errors(env: dict[str, Any], tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--label cannot be used with --batch" in result.output
 
 
+def test_batch_paths_leading_out_of_its_folder_are_refused(env: dict[str, Any], tmp_path: Path) -> None:
+    """Issue #22 item 3: absolute paths, '..' and links leading out need --allow-external-paths."""
+    import shutil
+
+    case = _case(env)
+    here = tmp_path / "batch"
+    here.mkdir()
+    shutil.copytree(case["dicom"], here / "study")
+    (here / "outside-link").symlink_to(case["dicom"], target_is_directory=True)
+    shutil.copytree(case["dicom"], here / "mixed")
+    first = sorted((here / "mixed").iterdir())[0]
+    first.unlink()
+    first.symlink_to(sorted(case["dicom"].iterdir())[0])  # one file of the folder is a link leading out
+    outside = {
+        "absolute": (str(case["dicom"]), "is absolute"),
+        "dotdot": (f"../{case['dicom'].name}", "climbs out with '..'"),
+        "link": ("outside-link", "is a link leading out"),
+        "inner-link": ("mixed", f"holds a link leading out ({first.name})"),
+    }
+    for name, (image, why) in outside.items():
+        batch = here / f"{name}.csv"
+        batch.write_text(f"case_id,label,image\n{name},{case['label']},{image}\n")
+        args = ("encrypt-study", "--batch", batch, "--model", env["model"], "--key", env["key"], "--slices", "all",
+                "--device", "cpu", "--out", tmp_path / f"out-{name}")  # fmt: skip
+        result = _run(*args)
+        assert result.exit_code == 2, (name, result.output)
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and f"line 2: image {image!r} {why} of the batch file's folder" in lines[0]
+        assert "--allow-external-paths" in lines[0] and not (tmp_path / f"out-{name}").exists()
+    inside = here / "inside.csv"
+    inside.write_text(f"case_id,label,image\nin,{case['label']},study\n")
+    args = ("encrypt-study", "--batch", inside, "--model", env["model"], "--key", env["key"], "--slices", "all",
+            "--device", "cpu", "--out", tmp_path / "out-in")  # fmt: skip
+    assert _run(*args).exit_code == 0
+    result = _run(*args[:3], "--allow-external-paths", *args[3:-1], tmp_path / "out-abs")
+    assert result.exit_code == 0, result.output  # an inside path is accepted with the flag too
+    batch = here / "absolute.csv"
+    result = _run("encrypt-study", "--batch", batch, "--allow-external-paths", *args[3:-1], tmp_path / "out-abs2")
+    assert result.exit_code == 0 and "1 encrypted" in result.output, result.output
+
+
 @pytest.mark.gpu
 def test_cuda_runs_a_study_in_one_batched_call(env: dict[str, Any], tmp_path: Path) -> None:
     from medenc.study.encrypt import encrypt_study

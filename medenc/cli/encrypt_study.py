@@ -46,6 +46,14 @@ def encrypt_study_command(
     ] = None,
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    allow_external_paths: Annotated[
+        bool,
+        typer.Option(
+            "--allow-external-paths",
+            help="--batch: accept image/mask paths that are absolute, use '..' or links leading outside the "
+            "CSV's folder.",
+        ),
+    ] = False,
 ) -> None:
     """Encrypt a study before sharing: a derived series of the same study plus OUT/report.json.
 
@@ -69,7 +77,8 @@ def encrypt_study_command(
                 fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
             with progress_bars() as bars:
                 summary = _run_batch(
-                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars
+                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars,
+                    allow_external_paths,
                 )
         else:
             if label is None:
@@ -115,10 +124,11 @@ def _run_batch(
     precision: str,
     force: bool,
     bars: Any,
+    allow_external_paths: bool,
 ) -> dict[str, Any]:
     from medenc.study.batch import encrypt_batch, read_batch
 
-    task = bars.add_task("encrypting studies", total=len(read_batch(batch)))
+    task = bars.add_task("encrypting studies", total=len(read_batch(batch, allow_external_paths=allow_external_paths)))
 
     def on_case(case_id: str, status: str, error: str | None) -> None:
         bars.update(task, advance=1)
@@ -136,6 +146,7 @@ def _run_batch(
         batch_size=batch_size,
         precision=precision,
         force=force,
+        allow_external_paths=allow_external_paths,
         on_case=on_case,
     )
 

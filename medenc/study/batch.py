@@ -41,11 +41,34 @@ class BatchCase:
     series: str | None = None
 
 
-def read_batch(path: str | Path) -> list[BatchCase]:
+def _outside(raw: str, root: Path) -> str | None:
+    """Why the batch path ``raw`` (relative to ``root``) leads outside ``root``, or None if it stays inside."""
+    given = Path(raw)
+    if given.is_absolute():
+        return "is absolute"
+    if ".." in given.parts:
+        return "climbs out with '..'"
+    top = root.resolve()
+    target = root / given
+    if not target.resolve().is_relative_to(top):
+        return "is a link leading out"
+    if target.is_dir():
+        for inner in target.rglob("*"):
+            if inner.is_symlink() and not inner.resolve().is_relative_to(top):
+                return f"holds a link leading out ({inner.relative_to(target)})"
+    return None
+
+
+def read_batch(path: str | Path, *, allow_external_paths: bool = False) -> list[BatchCase]:
     """Rows of a batch file ``case_id,label,image[,mask][,series]``; other columns are ignored.
 
+    Image and mask paths are relative to the batch file's folder and must stay inside it: a path that is
+    absolute, climbs out with ``..``, or is (or holds) a link leading out is refused unless
+    ``allow_external_paths`` (a batch file from elsewhere must not make medenc read arbitrary files).
+
     Raises:
-        InputError: unreadable file, missing columns, empty fields, or case ids that clash.
+        InputError: unreadable file, missing columns, empty fields, case ids that clash, or a path
+            leading outside the batch file's folder.
     """
     path = Path(path)
     table = read_table(path, required=BATCH_COLUMNS, optional=OPTIONAL_COLUMNS, what="batch file",
@@ -59,6 +82,15 @@ def read_batch(path: str | Path) -> list[BatchCase]:
         if folder in folders:
             raise InputError(f"line {line}: case id {case_id!r} clashes with {folders[folder]!r}", path)
         folders[folder] = case_id
+        for column in ("image", "mask"):
+            why = _outside(row[column], path.parent) if row[column] and not allow_external_paths else None
+            if why is not None:
+                raise InputError(
+                    f"line {line}: {column} {row[column]!r} {why} of the batch file's folder",
+                    path,
+                    tip="put the studies under the batch file's folder, or pass --allow-external-paths "
+                    "if you trust every path in the file",
+                )
         cases.append(
             BatchCase(
                 case_id=case_id,
@@ -85,6 +117,7 @@ def encrypt_batch(
     batch_size: int | None = None,
     precision: str = "auto",
     force: bool = False,
+    allow_external_paths: bool = False,
     on_case: Callable[[str, str, str | None], None] | None = None,
 ) -> dict[str, Any]:
     """Encrypt every case of ``batch`` into ``out/<case_id>/``; return the summary (also written).
@@ -101,6 +134,7 @@ def encrypt_batch(
         precision: ``fp32``, ``bf16`` or ``auto``.
         force: replace a case's existing output that does not match its request (a matching one is
             skipped either way).
+        allow_external_paths: accept image/mask paths leading outside the batch file's folder.
         on_case: called after each case with ``(case_id, status, message)``; status is ``encrypted``,
             ``skipped`` or ``failed``.
 
@@ -117,7 +151,7 @@ def encrypt_batch(
     started = time.perf_counter()
     if slices not in SLICE_MODES:
         raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
-    cases = read_batch(batch)
+    cases = read_batch(batch, allow_external_paths=allow_external_paths)
     out = Path(out)
     session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
     classes = tuple(session.base.info.classes)
