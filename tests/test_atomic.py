@@ -50,3 +50,43 @@ def test_secret_file_is_written_with_its_mode(tmp_path: Path) -> None:
     assert _mode(path) == 0o600
     with pytest.raises(OutputExistsError):
         atomic_write_text(path, "{}", force=False)
+
+
+def test_a_run_killed_with_sigkill_leaves_a_partial_that_the_next_run_removes(tmp_path: Path) -> None:
+    """Issue #22 item 11: ``kill -9`` while writing leaves a hidden .partial folder; the rerun removes it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "shared" / "case1"
+    writer = (
+        "import sys, time; from medenc.atomic import atomic_directory\n"
+        f"with atomic_directory({str(out)!r}) as tmp:\n"
+        "    (tmp / 'half.dcm').write_bytes(b'x' * 1000); print(tmp, flush=True); time.sleep(60)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True,
+                             cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    try:
+        partial = Path(child.stdout.readline().strip())
+        assert partial.is_dir() and partial.name.startswith(".case1.") and partial.name.endswith(".partial")
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert partial.exists() and not out.exists()  # what a killed run leaves behind
+    time.sleep(0.01)
+    with atomic_directory(out) as tmp:  # the rerun
+        (tmp / "done.dcm").write_bytes(b"y")
+    assert not partial.exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == ["case1"]
+
+
+def test_a_partial_of_a_live_run_is_left_alone(tmp_path: Path) -> None:
+    out = tmp_path / "case1"
+    live = tmp_path / f".case1.{os.getppid()}.abc.partial"  # the parent (pytest's launcher) is alive
+    live.mkdir()
+    with atomic_directory(out) as tmp:
+        (tmp / "a").write_bytes(b"a")
+    assert live.is_dir() and out.is_dir()
