@@ -63,6 +63,10 @@ def _edit(folder: Path, old: str, new: str) -> Path:
         ("c3,glioma,train", "c3,glioma,validation", "line 5: unknown split 'validation'"),
         ("c1,meningioma,train", "c1,,train", "line 3: empty label"),
         ("c5,10,test", "c0,10,test", "line 7: case 'c0' is in split 'test' but line 2"),
+        # issue #22 item 3: a case id becomes a file name under --out; it must not climb out of it
+        ("c1,meningioma", "../../../x,meningioma", r"line 3: case id '\.\./\.\./\.\./x' cannot be used as a file"),
+        ("c1,meningioma", "..,meningioma", r"line 3: case id '\.\.' cannot be used as a file name"),
+        ("c1,meningioma", "a\\b,meningioma", r"line 3: case id 'a\\\\b' cannot be used as a file name"),
     ],
 )
 def test_manifest_errors_name_file_and_line(folder: Path, old: str, new: str, message: str) -> None:
