@@ -145,5 +145,6 @@ def display_geometry(affine: np.ndarray, *, where: object = None) -> DisplayGeom
         flip_cols=flip_cols,
         row_cosines=tuple(float(v) + 0.0 for v in np.round(row_cosines, 6)),  # type: ignore[arg-type]
         col_cosines=tuple(float(v) + 0.0 for v in np.round(col_cosines, 6)),  # type: ignore[arg-type]
-        spacing=(spacing[row_axis], spacing[col_axis]),
+        # NIfTI keeps its affine in float32: round away the 1e-8 noise that would reach DICOM Pixel Spacing
+        spacing=(round(spacing[row_axis], 6), round(spacing[col_axis], 6)),
     )

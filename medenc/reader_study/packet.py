@@ -174,8 +174,7 @@ def write_packet(
         for k, view in enumerate(item.views):
             name = f"{item.code}-{SIDES[k]}" if forced else item.code
             (folder / "png" / f"{name}.png").write_bytes(view.display_png)
-            what = f"Pair {position} of {len(items)} image {SIDES[k]}" if forced else \
-                f"Image {position} of {len(items)}"
+            what = f"Pair {position} of {len(items)}" if forced else f"Image {position} of {len(items)}"
             identity = DicomIdentity(
                 study_uid=study_uid,
                 series_uid=secret.uid("series", reader, session, position, k),
@@ -183,7 +182,7 @@ def write_packet(
                 series_number=len(item.views) * (position - 1) + k + 1,
                 study_id="FC" if forced else str(session),
                 study_description=title,
-                series_description=f"{what} - {item.code}",
+                series_description=f"{what} - {name}",
                 code=name,
             )
             datasets.append(sc_image(view.image, view.geometry, identity))
