@@ -24,7 +24,7 @@ import numpy as np
 
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError
-from medenc.files import manifest_inputs, sha256_file
+from medenc.files import check_output, manifest_inputs, sha256_file
 from medenc.reader_study.manifest import StudyCase, load_affine, pair_test_cases, stratified_choice
 from medenc.reader_study.orientation import display_geometry
 from medenc.reader_study.packet import FORCED_CHOICE, SIDES, PacketImage, PacketItem, write_packet
@@ -193,6 +193,10 @@ def build_study(
     if cases is not None:
         chosen = stratified_choice([c.label for c in candidates], cases, np.random.default_rng([seed, 0]))
         candidates = [candidates[i] for i in chosen]
+    out = Path(out)
+    inputs = [*manifest_inputs(clean_manifest), *manifest_inputs(encrypted_manifest),
+              *(p for c in candidates for p in (c.clean, c.encrypted))]
+    check_output(out, inputs=inputs, force=force, what="study folder")
     rendered = _render(candidates)
     label_of = {c.case_id: c.label for c in candidates}
     ids = [c.case_id for c in candidates]
@@ -203,9 +207,6 @@ def build_study(
     key_rows: list[dict] = []
     choice_rows: list[dict] = []
     packets: list[Path] = []
-    out = Path(out)
-    inputs = [*manifest_inputs(clean_manifest), *manifest_inputs(encrypted_manifest),
-              *(p for c in candidates for p in (c.clean, c.encrypted))]
     stamp = float(int(time.time()))
     with atomic_directory(out, force=force, inputs=inputs) as tmp:
         for reader in readers:

@@ -117,8 +117,8 @@ How to read
    Shift+1-5 = confidence, Right/Left arrow = next/previous pair, U = next pair without
    an answer.
 3. Your answers are kept in this browser as you go.
-4. When you are done, click "Export answers" and send the downloaded file ({filename})
-   to the study coordinator.
+4. When you are done, click "Export answers" and send the downloaded file
+   ({filename}) to the study coordinator.
 
 Please read on your own, and only after you have finished and returned both diagnostic
 sessions.
