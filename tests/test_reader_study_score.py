@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
-from scipy.stats import binomtest
+from scipy.optimize import minimize_scalar
+from scipy.stats import binomtest, norm
 
 from medenc.errors import InputError
 from medenc.reader_study import build_study, score_study, simulate_answers
 from medenc.reader_study.answers import load_study, read_answers
 from medenc.reader_study.stats import (
+    binomial_test_half,
     clopper_pearson,
     cohen_kappa,
     concordance,
+    detection_rate,
     mcnemar_exact,
     paired_difference,
+    tango_statistic,
 )
 from tests.test_reader_study_build import read_key, write_dataset
 
@@ -53,14 +59,113 @@ def test_cohen_kappa_by_hand():
     assert cohen_kappa([A, B], [B, A], [A, B]).kappa == pytest.approx(-1.0)
 
 
-def test_clopper_pearson_and_paired_difference():
+def test_clopper_pearson_and_detection_rate():
     for k, n in [(0, 10), (3, 10), (10, 10), (17, 20)]:
         ci = binomtest(k, n).proportion_ci(method="exact")
         assert clopper_pearson(k, n) == pytest.approx((ci.low, ci.high))
+        rate = detection_rate(k, n)
+        assert rate["ci95"] == pytest.approx([ci.low, ci.high]) and rate["rate"] == k / n
+        assert rate["p_value"] == pytest.approx(binomtest(k, n, 0.5).pvalue)
     assert clopper_pearson(0, 0) is None
-    d = paired_difference(6, 0, 12)
-    assert d["estimate"] == pytest.approx(-0.5)
-    assert d["ci95"] == pytest.approx([-0.5 - 1.96 * (6 - 36 / 12) ** 0.5 / 12, -0.5 + 1.96 * (3**0.5) / 12])
+    assert detection_rate(0, 0) == {"detected": 0, "trials": 0, "rate": None, "ci95": None, "p_value": 1.0,
+                                    "test": "exact two-sided binomial test against 50% (chance)"}
+    assert binomial_test_half(10, 20) == 1.0 and binomial_test_half(0, 5) == pytest.approx(2 / 32)
+
+
+def _score_statistic_by_brute_force(b: int, c: int, n: int, delta: float) -> float:
+    """Tango's statistic from a numerical restricted maximum likelihood (no closed form)."""
+    others = n - b - c
+
+    def minus_loglik(q: float) -> float:  # q = P(original only), P(encrypted only) = q + delta
+        cells = [(b, q), (c, q + delta), (others, 1 - 2 * q - delta)]
+        return -sum(k * math.log(p) for k, p in cells if k)
+
+    low, high = max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12
+    q = minimize_scalar(minus_loglik, bounds=(low, high), method="bounded", options={"xatol": 1e-12}).x
+    return (c - b - n * delta) / math.sqrt(n * (2 * q + delta - delta**2))
+
+
+def test_tango_interval_against_a_published_example_and_a_brute_force_likelihood():
+    # Fagerland, Lydersen & Laake (2017), Cavo et al. (2012): n12 = 6, n21 = 16, N = 161 -> -0.1240 to -0.0054
+    d = paired_difference(16, 6, 161)
+    assert d["estimate"] == pytest.approx(-10 / 161) and d["ci95"] == pytest.approx([-0.1240, -0.0054], abs=5e-5)
+    for b, c, n in [(16, 6, 161), (7, 1, 21), (3, 9, 40), (0, 4, 12)]:
+        for delta in (-0.3, -0.05, 0.1, 0.25):
+            if max(0.0, -delta) < (1 - delta) / 2:
+                assert tango_statistic(b, c, n, delta) == pytest.approx(
+                    _score_statistic_by_brute_force(b, c, n, delta), rel=1e-4, abs=1e-6)
+        lo, hi = paired_difference(b, c, n)["ci95"]
+        z = norm.ppf(0.975)
+        assert tango_statistic(b, c, n, lo) == pytest.approx(z, abs=1e-6)
+        assert tango_statistic(b, c, n, hi) == pytest.approx(-z, abs=1e-6)
+
+
+def test_paired_interval_does_not_collapse_without_discordant_pairs():
+    z2 = norm.ppf(0.975) ** 2
+    for n in (5, 20, 100):
+        d = paired_difference(0, 0, n)
+        assert d["estimate"] == 0.0
+        # with no discordant pair the score interval is +-z^2 / (n + z^2), never a point
+        assert d["ci95"] == pytest.approx([-z2 / (n + z2), z2 / (n + z2)], abs=1e-9)
+    assert paired_difference(0, 0, 0) == {"estimate": None, "ci95": None, "pairs": 0,
+                                          "method": "Tango score interval", "non_inferiority": None}
+    everything = paired_difference(0, 20, 20)["ci95"]
+    assert everything[1] == 1.0 and 0.5 < everything[0] < 1.0
+
+
+def test_non_inferiority_follows_the_interval_and_the_margin():
+    z = norm.ppf(0.975)
+    # 200 pairs, 4 against the encrypted images, 2 for them: lower end about -4 points
+    d = paired_difference(4, 2, 200, margin=0.05)
+    test = d["non_inferiority"]
+    assert d["ci95"][0] > -0.05 and test["non_inferior"] and test["p_value"] < 0.025
+    assert test["statistic"] == pytest.approx(tango_statistic(4, 2, 200, -0.05))
+    assert test["p_value"] == pytest.approx(1 - norm.cdf(test["statistic"]))
+    strict = paired_difference(4, 2, 200, margin=0.01)["non_inferiority"]
+    assert not strict["non_inferior"] and strict["p_value"] > 0.025
+    # the verdict is the interval's: lower end above -margin exactly when the one-sided p < 2.5%
+    for b, c, n, m in [(6, 0, 12, 0.05), (0, 0, 30, 0.05), (0, 0, 200, 0.05), (10, 12, 80, 0.1)]:
+        result = paired_difference(b, c, n, margin=m)
+        assert result["non_inferiority"]["non_inferior"] == (result["ci95"][0] > -m)
+        assert (result["non_inferiority"]["statistic"] > z) == result["non_inferiority"]["non_inferior"]
+    with pytest.raises(ValueError):
+        paired_difference(1, 1, 10, margin=1.5)
+
+
+def _statsmodels_kappa(first, second, categories):
+    inter_rater = pytest.importorskip("statsmodels.stats.inter_rater")
+    index = {k: i for i, k in enumerate(categories)}
+    table = np.zeros((len(categories), len(categories)))
+    for a, b in zip(first, second, strict=True):
+        table[index[a], index[b]] += 1
+    return inter_rater.cohens_kappa(table)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ([A, A, B, G, B, B, B, G, G, A, G, A], [A, A, B, G, B, A, G, A, B, G, B, G]),  # p_o = 5/12
+        ([A, B, G, A, B, G, A, A], [A, B, G, A, B, G, A, A]),  # observed agreement 1
+        ([A, B, A, B, G], [B, A, G, G, A]),  # observed agreement 0
+        ([A, B], [B, A]),  # agreement 0, kappa -1
+        (list(np.random.default_rng(3).choice([A, B, G], 40)), list(np.random.default_rng(4).choice([A, B, G], 40))),
+    ],
+)
+def test_cohen_kappa_interval_matches_statsmodels(first, second):
+    ours = cohen_kappa(first, second, [A, B, G])
+    reference = _statsmodels_kappa(first, second, [A, B, G])
+    assert ours.kappa == pytest.approx(reference.kappa)
+    assert ours.se == pytest.approx(reference.std_kappa, abs=1e-12)
+    assert ours.ci95 == pytest.approx((max(-1, reference.kappa_low), min(1, reference.kappa_upp)), abs=1e-12)
+
+
+def test_cohen_kappa_edge_cases():
+    perfect = cohen_kappa([A, B, G, A], [A, B, G, A], [A, B, G])
+    assert perfect.kappa == 1.0 and perfect.observed == 1.0 and perfect.ci95 == (1.0, 1.0)
+    opposite = cohen_kappa([A, B], [B, A], [A, B])
+    assert opposite.kappa == pytest.approx(-1.0) and opposite.observed == 0.0
+    assert opposite.ci95 == pytest.approx((-1.0, -1.0))
+    assert cohen_kappa([A, A], [A, A], [A, B]).kappa is None  # p_e == 1: undefined (statsmodels gives nan)
 
 
 def test_concordance_cells():
@@ -112,6 +217,11 @@ def test_hand_computed_report(study, tmp_path):
     assert r1["accuracy"]["original"]["accuracy"] == pytest.approx(10 / 12)
     assert r1["accuracy"]["encrypted"]["accuracy"] == pytest.approx(4 / 12)
     assert r1["paired_difference"]["estimate"] == pytest.approx(-0.5)
+    assert r1["paired_difference"]["ci95"] == pytest.approx(paired_difference(6, 0, 12)["ci95"])
+    assert r1["paired_difference"]["non_inferiority"]["non_inferior"] is False
+    assert r1["kappa"]["ci95"] == pytest.approx(list(cohen_kappa([a for a, _ in R1], [e for _, e in R1],
+                                                                 [A, B, G]).ci95))
+    assert report["forced_choice"] is None  # not read yet: not scored, not an error
     # rows = true class (alpha, beta, gamma), columns = diagnosis
     assert r1["confusion"]["original"] == [[3, 1, 0], [1, 3, 0], [0, 0, 4]]
     assert r1["confusion"]["encrypted"] == [[2, 1, 1], [1, 1, 2], [1, 2, 1]]
@@ -225,11 +335,78 @@ def test_cli_build_simulate_score(tmp_path):
     assert result.exit_code == 0, result.output
     files = sorted(str(p) for p in (tmp_path / "a").glob("*.csv"))
     result = runner.invoke(app, ["reader-study", "score", str(study), "--answers", *files,
-                                 "--out", str(tmp_path / "report")])
+                                 "--out", str(tmp_path / "report"), "--margin", "10"])
     assert result.exit_code == 0, result.output
     assert "McNemar exact p" in result.output and (tmp_path / "report" / "report.md").is_file()
+    assert "non-inferior at 10 points" in result.output and "forced choice: changed image found" in result.output
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["non_inferiority_margin"] == 0.1
     bad = tmp_path / "bad.csv"
     bad.write_text("code,diagnosis\nNOSUCH,alphaoma\n")
     result = runner.invoke(app, ["reader-study", "score", str(study), "--answers", str(bad),
                                  "--out", str(tmp_path / "r2")])
     assert result.exit_code == 2 and "unknown code" in result.output
+
+
+# ---- the forced-choice session ----
+
+def forced_choice_answers(study: Path, folder: Path) -> tuple[list[Path], dict[str, int]]:
+    """R1 finds the changed image in the first 9 of his 12 pairs (then misses); R2 always answers A."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files, found = [], {}
+    trials = sorted(read_key(study, "forced-choice.csv"), key=lambda t: (t["reader"], int(t["position"])))
+    for reader in ("R1", "R2"):
+        path = folder / f"fc-{reader}.csv"
+        with path.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["code", "changed", "confidence", "comment"])
+            for t in (t for t in trials if t["reader"] == reader):
+                other = "B" if t["changed"] == "A" else "A"
+                side = (t["changed"] if int(t["position"]) <= 9 else other) if reader == "R1" else "a"
+                writer.writerow([t["code"], side, 2, ""])
+        found[reader] = 9 if reader == "R1" else sum(t["changed"] == "A" for t in trials if t["reader"] == reader)
+        files.append(path)
+    return files, found
+
+
+def test_forced_choice_scored_against_chance(study, tmp_path):
+    files, found = forced_choice_answers(study, tmp_path / "fc")
+    report = score_study(study, files, tmp_path / "report").report  # forced choice alone: sessions not scored
+    assert report["validation"]["parts"] == ["forced_choice"] and report["validation"]["expected"] == 24
+    forced = report["forced_choice"]
+    for reader in ("R1", "R2"):
+        block = forced["per_reader"][reader]
+        assert (block["detected"], block["trials"]) == (found[reader], 12)
+        assert block["p_value"] == pytest.approx(binomtest(found[reader], 12, 0.5).pvalue)
+        ci = binomtest(found[reader], 12).proportion_ci(method="exact")
+        assert block["ci95"] == pytest.approx([ci.low, ci.high])
+    pooled = forced["pooled"]
+    assert (pooled["detected"], pooled["trials"]) == (found["R1"] + found["R2"], 24)
+    assert pooled["encrypted_on_a"] == sum(t["changed"] == "A" for t in read_key(study, "forced-choice.csv"))
+    md = (tmp_path / "report" / "report.md").read_text()
+    assert "Forced choice" in md and "| R1 | 9/12 = 75.0% " in md
+    assert (tmp_path / "report" / "forced-choice.png").read_bytes()[:4] == b"\x89PNG"
+    both = score_study(study, [*designed_answers(study, tmp_path / "dx"), *files], tmp_path / "both").report
+    assert both["validation"]["parts"] == ["sessions", "forced_choice"] and both["validation"]["expected"] == 72
+    assert both["pooled"]["concordance"]["pairs"] == 24 and both["forced_choice"]["pooled"]["detected"] == \
+        pooled["detected"]
+
+
+def test_forced_choice_validation(study, tmp_path):
+    files, _ = forced_choice_answers(study, tmp_path / "fc")
+    _rewrite(files[0], lambda rows: [rows[0], [rows[1][0], "left", "", ""], *rows[2:-1]])
+    with pytest.raises(InputError, match="not A or B") as error:
+        score_study(study, files, tmp_path / "strict")
+    assert "reader R1 forced choice: 2 image(s)" in str(error.value)  # the bad side and the dropped row
+    report = score_study(study, files, tmp_path / "partial", partial=True).report
+    assert report["validation"]["invalid_sides"] == 1 and report["validation"]["missing"] == 2
+    assert report["forced_choice"]["per_reader"]["R1"]["trials"] == 10
+
+
+def test_simulated_forced_choice(study, tmp_path):
+    always = simulate_answers(study, tmp_path / "always", detection=1.0)
+    report = score_study(study, always, tmp_path / "r1").report
+    assert report["validation"]["parts"] == ["sessions", "forced_choice"]
+    assert report["forced_choice"]["pooled"]["rate"] == 1.0
+    assert report["forced_choice"]["pooled"]["p_value"] == pytest.approx(2 / 2**24)
+    never = simulate_answers(study, tmp_path / "never", detection=0.0)
+    assert score_study(study, never, tmp_path / "r2").report["forced_choice"]["pooled"]["detected"] == 0

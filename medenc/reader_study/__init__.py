@@ -1,9 +1,11 @@
 """Blinded reader studies: do doctors diagnose encrypted images as well as the clean ones (paper Fig. 5-6)?
 
-- :func:`build_study` picks the test cases and writes, per reader and session, a blinded packet (PNG,
-  DICOM, an offline ``index.html`` viewer, ``answers.csv``, ``README.txt``) plus the answer key.
-- :func:`score_study` checks the answers and writes accuracy, the Fig. 6 concordance table, an exact
-  McNemar test, Cohen's kappa and confusion matrices (``report.json``, ``report.md``, charts).
+- :func:`build_study` picks the test cases and writes, per reader, two blinded diagnostic sessions and a
+  forced-choice session (radiologically oriented PNG, DICOM with a DICOMDIR, an offline ``index.html``
+  viewer, ``answers.csv``, ``README.txt``) plus the answer key.
+- :func:`score_study` checks the answers and writes accuracy, the paired difference with a non-inferiority
+  test, the Fig. 6 concordance table, an exact McNemar test, Cohen's kappa, confusion matrices and the
+  forced-choice detection rate (``report.json``, ``report.md``, charts).
 - :func:`simulate_answers` writes answers of simulated readers with known behaviour.
 
 See ``docs/reader-study.md``.

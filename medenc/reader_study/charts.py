@@ -19,7 +19,8 @@ def _rows(report: dict) -> list[tuple[str, dict]]:
 
 
 def write_charts(report: dict, folder: Path) -> list[Path]:
-    """Write ``accuracy.png``, ``concordance.png`` and ``confusion.png`` into ``folder``.
+    """Write ``accuracy.png``, ``concordance.png``, ``confusion.png`` and, with forced-choice answers,
+    ``forced-choice.png`` into ``folder``.
 
     Returns:
         The written files.
@@ -89,4 +90,30 @@ def write_charts(report: dict, folder: Path) -> list[Path]:
     fig.tight_layout()
     written.append(folder / "confusion.png")
     fig.savefig(written[-1], dpi=110, bbox_inches="tight")
+    if report.get("forced_choice"):
+        written.append(_forced_choice_chart(report["forced_choice"], folder / "forced-choice.png"))
     return written
+
+
+def _forced_choice_chart(forced: dict, path: Path) -> Path:
+    """Detection rate per reader and pooled with exact 95% intervals, against the 50% of chance."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    rows = [*forced["per_reader"].items(), ("pooled", forced["pooled"])]
+    rate = np.array([b["rate"] if b["rate"] is not None else np.nan for _, b in rows])
+    ci = np.array([b["ci95"] or [np.nan, np.nan] for _, b in rows])
+    fig = Figure(figsize=(max(4.5, 1.1 * len(rows) + 2), 3.6))
+    ax = fig.subplots()
+    x = np.arange(len(rows))
+    ax.axhline(0.5, color="#b94a48", linestyle="--", linewidth=1, label="chance (50%)")
+    ax.errorbar(x, rate, yerr=np.vstack([rate - ci[:, 0], ci[:, 1] - rate]), fmt="o", color="#4a7db9",
+                capsize=4, label="changed image found (95% CI)")
+    ax.set_xticks(x, [name for name, _ in rows])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("detection rate")
+    ax.set_title("Forced choice: which image of the pair is changed?")
+    ax.legend(loc="lower right", fontsize=8, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    return path

@@ -7,7 +7,6 @@ or ``(H, W, 1)``) given relative to the manifest's folder. The encrypted manifes
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +23,6 @@ class StudyCase:
     label: str
     clean: Path
     encrypted: Path
-
-
-def file_sha256(path: Path) -> str:
-    """Hex SHA-256 of a file (recorded in the study key so a score can be traced to its inputs)."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def _one_per_case(manifest, rows) -> dict:
@@ -123,12 +117,15 @@ def stratified_choice(labels: list[str], n: int, rng: np.random.Generator) -> li
     return sorted(chosen)
 
 
-def load_pixel_spacing(path: Path) -> tuple[float, float] | None:
-    """Row and column spacing in mm from the NIfTI header, or None when it is not usable."""
+def load_affine(path: Path) -> np.ndarray:
+    """The slice's voxel -> RAS (mm) affine, read from its NIfTI header (sform, else qform, else pixdim).
+
+    Shape:
+        result: ``(4, 4)``.
+    """
     import nibabel as nib
 
-    zooms = nib.load(str(path)).header.get_zooms()
-    if len(zooms) < 2:
-        return None
-    spacing = (float(zooms[0]), float(zooms[1]))
-    return spacing if all(0 < s < 100 for s in spacing) else None
+    try:
+        return np.asarray(nib.load(str(path)).affine, dtype=float)
+    except Exception as error:  # nibabel raises many types for broken files
+        raise InputError(f"cannot read the NIfTI header ({type(error).__name__}: {error})", path=path) from error

@@ -1,8 +1,11 @@
-"""``medenc reader-study score``: compare each reader's diagnoses on the clean and encrypted images.
+"""``medenc reader-study score``: compare each reader's diagnoses on the clean and encrypted images, and score
+the forced-choice session.
 
 Per reader and pooled over readers: accuracy per version, the paper's Fig. 6 concordance table, an exact
-McNemar test of the discordant pairs, Cohen's kappa between the sessions' diagnoses and a confusion matrix
-per version. Writes ``report.json``, ``report.md`` and PNG charts.
+McNemar test of the discordant pairs, the paired accuracy difference with Tango's score interval and a
+non-inferiority test, Cohen's kappa between the sessions' diagnoses, a confusion matrix per version, and the
+forced-choice detection rate with its exact interval and binomial test against 50%. Writes ``report.json``,
+``report.md`` and PNG charts.
 """
 
 from __future__ import annotations
@@ -14,17 +17,18 @@ from pathlib import Path
 
 from medenc.atomic import atomic_directory
 from medenc.reader_study.answers import AnswerSet, Study, load_study, read_answers
+from medenc.reader_study.report import POOLED, VERSIONS, report_markdown
 from medenc.reader_study.stats import (
     clopper_pearson,
     cohen_kappa,
     concordance,
     confusion_matrix,
+    detection_rate,
     mcnemar_exact,
     paired_difference,
 )
 
-VERSIONS = ("original", "encrypted")
-POOLED = "pooled"
+DEFAULT_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -36,8 +40,8 @@ class ScoreResult:
     out: Path
 
 
-def _block(study: Study, answers: AnswerSet, readers: Sequence[str]) -> dict:
-    """All statistics for the given readers (one reader, or all of them pooled)."""
+def _block(study: Study, answers: AnswerSet, readers: Sequence[str], margin: float) -> dict:
+    """All statistics of the diagnostic sessions for the given readers (one reader, or all pooled)."""
     classes = study.classes
     # (reader, case) -> {version: key entry}
     cells: dict[tuple[str, str], dict[str, str]] = {}
@@ -81,7 +85,7 @@ def _block(study: Study, answers: AnswerSet, readers: Sequence[str]) -> dict:
         "cases": len({case for _, case in cells}),
         "accuracy": accuracy,
         "accuracy_difference": None if acc_o is None or acc_e is None else acc_e - acc_o,
-        "paired_difference": paired_difference(b, c, table.pairs),
+        "paired_difference": paired_difference(b, c, table.pairs, margin=margin),
         "concordance": table.to_dict(),
         "mcnemar": {
             "original_only_correct": b,
@@ -96,108 +100,41 @@ def _block(study: Study, answers: AnswerSet, readers: Sequence[str]) -> dict:
     }
 
 
-def score_answers(study: Study, answers: AnswerSet) -> dict:
-    """The full report: study facts, validation counts, one block per reader and a pooled block."""
+def _forced_choice(study: Study, answers: AnswerSet, readers: Sequence[str]) -> dict:
+    """Detection rate of the changed image in the forced-choice session, for the given readers."""
+    trials = [t for t in study.trials.values() if t.reader in readers]
+    answered = [(t, answers.answers[t.code]) for t in trials if t.code in answers.answers]
+    detected = sum(a.changed == t.changed for t, a in answered)
+    conf = [a.confidence for _, a in answered if a.confidence is not None]
+    return {
+        "readers": list(readers),
+        **detection_rate(detected, len(answered)),
+        "missing": len(trials) - len(answered),
+        "encrypted_on_a": sum(t.changed == "A" for t in trials),
+        "confidence": {"mean": sum(conf) / len(conf) if conf else None, "n": len(conf)},
+    }
+
+
+def score_answers(study: Study, answers: AnswerSet, *, margin: float = DEFAULT_MARGIN) -> dict:
+    """The full report: study facts, validation counts, one block per reader, a pooled block, forced choice."""
     readers = study.readers
+    scored = "forced_choice" in answers.parts
     return {
         "format": "medenc-reader-study-report",
-        "format_version": 1,
+        "format_version": 2,
         "classes": study.classes,
         "sessions": study.info["sessions"],
         "cases": len(study.info["cases"]),
         "readers": readers,
-        "validation": {**answers.counts, "warnings": answers.warnings},
-        "per_reader": {r: _block(study, answers, [r]) for r in readers},
-        POOLED: _block(study, answers, readers),
+        "non_inferiority_margin": margin,
+        "validation": {**answers.counts, "warnings": answers.warnings, "parts": list(answers.parts)},
+        "per_reader": {r: _block(study, answers, [r], margin) for r in readers},
+        POOLED: _block(study, answers, readers, margin),
+        "forced_choice": None if not scored else {
+            "per_reader": {r: _forced_choice(study, answers, [r]) for r in readers},
+            POOLED: _forced_choice(study, answers, readers),
+        },
     }
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def _num(value: float | None, digits: int = 3) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def report_markdown(report: dict) -> str:
-    """The report as Markdown (tables per reader and pooled, confusion matrices, chart links)."""
-    rows = [*report["per_reader"].items(), (POOLED, report[POOLED])]
-    v = report["validation"]
-    out = [
-        "# Reader study report",
-        "",
-        f"{report['cases']} cases, {len(report['readers'])} reader(s) ({', '.join(report['readers'])}); "
-        f"session 1 = {report['sessions']['1']} images, session 2 = {report['sessions']['2']} images. "
-        f"Answers: {v['answered']} of {v['expected']} images ({v['missing']} missing).",
-        "",
-    ]
-    if v["warnings"]:
-        out += ["**Warnings (scored with --partial):**", "", *[f"- {w}" for w in v["warnings"]], ""]
-    out += [
-        "## Concordance of paired diagnoses (paper Fig. 6)",
-        "",
-        "| reader | same, correct | same, wrong | correct on original only | correct on encrypted only "
-        "| different, both wrong | pairs |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, block in rows:
-        t = block["concordance"]
-        out.append(f"| {name} | {t['same_correct']} | {t['same_wrong']} | {t['original_only_correct']} | "
-                   f"{t['encrypted_only_correct']} | {t['different_both_wrong']} | {t['pairs']} |")
-    out += [
-        "",
-        "## Accuracy, McNemar and kappa",
-        "",
-        "| reader | accuracy original (95% CI) | accuracy encrypted (95% CI) | paired difference (95% CI) "
-        "| McNemar exact p | Cohen's kappa (95% CI) |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
-    for name, block in rows:
-        cells = []
-        for version in VERSIONS:
-            a = block["accuracy"][version]
-            ci = a["ci95"]
-            cells.append(f"{_pct(a['accuracy'])} ({a['correct']}/{a['answered']}"
-                         + (f"; {_pct(ci[0])}-{_pct(ci[1])})" if ci else ")"))
-        k = block["kappa"]
-        kci = f" ({_num(k['ci95'][0], 2)} to {_num(k['ci95'][1], 2)})" if k["ci95"] else ""
-        diff = block["paired_difference"]
-        diff_text = "n/a"
-        if diff["estimate"] is not None:
-            lo, hi = diff["ci95"]
-            diff_text = f"{100 * diff['estimate']:+.1f} pp ({100 * lo:+.1f} to {100 * hi:+.1f})"
-        out.append(f"| {name} | {cells[0]} | {cells[1]} | {diff_text} "
-                   f"| {_num(block['mcnemar']['p_value'], 4)} | {_num(k['kappa'])}{kci} |")
-    out += ["", "## Confusion matrices (pooled; rows = true class, columns = diagnosis)", ""]
-    classes = report["classes"]
-    for version in VERSIONS:
-        out += [f"**{version}**", "", "| true \\ diagnosis | " + " | ".join(classes) + " |",
-                "|---|" + "---:|" * len(classes)]
-        for name, counts in zip(classes, report[POOLED]["confusion"][version], strict=True):
-            out.append(f"| {name} | " + " | ".join(str(n) for n in counts) + " |")
-        out.append("")
-    out += [
-        "## Charts",
-        "",
-        "![accuracy](accuracy.png)",
-        "",
-        "![concordance](concordance.png)",
-        "",
-        "![confusion](confusion.png)",
-        "",
-        "## Reading this report",
-        "",
-        "- McNemar compares the two discordant cells (correct on one version only); a large p-value means "
-        "no detectable difference, not proof of equivalence: look at the interval of the paired difference "
-        "(encrypted minus original accuracy over cases read in both sessions; Wald, approximate) and the "
-        "number of pairs.",
-        "- The pooled test treats every reader-case pair as independent, which overstates the evidence when "
-        "readers share cases; prefer the per-reader rows for inference.",
-        "- Kappa measures agreement between the two sessions' diagnoses beyond chance (1 = identical).",
-        "",
-    ]
-    return "\n".join(out)
 
 
 def score_study(
@@ -206,28 +143,34 @@ def score_study(
     out: str | Path,
     *,
     partial: bool = False,
+    margin: float = DEFAULT_MARGIN,
     force: bool = False,
 ) -> ScoreResult:
     """Validate the answers, compute the statistics and write the report folder.
 
     Args:
         study_dir: the folder made by :func:`medenc.reader_study.build_study`.
-        answer_files: the readers' answer CSV files.
+        answer_files: the readers' answer CSV files (diagnostic sessions and forced choice, mixed at will).
         out: the report folder to create (``report.json``, ``report.md``, ``*.png``).
         partial: accept incomplete or partly invalid answers (with warnings).
+        margin: the non-inferiority margin of the accuracy difference, a proportion (0.05 = 5 points).
         force: replace an existing report folder.
 
     Raises:
-        InputError: invalid answers (strict mode) or not a study folder.
+        InputError: invalid answers (strict mode), a margin outside [0, 1), or not a study folder.
         OutputExistsError: ``out`` exists and ``force`` is False.
     """
+    from medenc.errors import InputError
     from medenc.reader_study.charts import write_charts
 
+    if not 0 <= margin < 1:
+        raise InputError(f"the non-inferiority margin must be between 0 and 100 points; got {100 * margin:g}")
     study = load_study(study_dir)
     answers = read_answers(answer_files, study, partial=partial)
-    report = score_answers(study, answers)
+    report = score_answers(study, answers, margin=margin)
     out = Path(out)
-    with atomic_directory(out, force=force) as tmp:
+    inputs = [*answer_files, *(p for p in (Path(study_dir) / "key").iterdir())]  # never replace the study's key
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
         (tmp / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         (tmp / "report.md").write_text(report_markdown(report), encoding="utf-8")
         write_charts(report, tmp)

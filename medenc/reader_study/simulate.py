@@ -4,7 +4,9 @@ Each simulated reader diagnoses a case's clean image correctly with probability 
 (otherwise a uniformly drawn wrong class). On the encrypted image it repeats its first diagnosis with
 probability ``consistency``; otherwise it reads afresh and is correct with probability
 ``accuracy_encrypted``. The expected accuracy on encrypted images is therefore
-``consistency * accuracy_original + (1 - consistency) * accuracy_encrypted``.
+``consistency * accuracy_original + (1 - consistency) * accuracy_encrypted``. In the forced-choice session
+it marks the encrypted image of a pair as the changed one with probability ``detection`` (0.5: it cannot
+tell them apart).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 from medenc.atomic import atomic_write_text
 from medenc.errors import InputError
 from medenc.reader_study.answers import load_study
-from medenc.reader_study.packet import ANSWER_COLUMNS, answers_filename
+from medenc.reader_study.packet import ANSWER_COLUMNS, FORCED_CHOICE, FORCED_CHOICE_COLUMNS, answers_filename
 
 
 def _read(label: str, p: float, classes: list[str], rng: np.random.Generator) -> str:
@@ -36,6 +38,7 @@ def simulate_answers(
     accuracy_encrypted: float = 0.8,
     consistency: float = 0.8,
     skip: float = 0.0,
+    detection: float = 0.5,
     seed: int = 0,
     force: bool = False,
 ) -> list[Path]:
@@ -48,6 +51,7 @@ def simulate_answers(
         accuracy_encrypted: chance of a correct diagnosis on a fresh read of an encrypted image.
         consistency: chance the encrypted image gets the same diagnosis as the clean one.
         skip: chance an image is left without an answer (to exercise ``--partial``).
+        detection: chance of marking the encrypted image of a forced-choice pair as the changed one.
         seed: seed of the simulation.
         force: overwrite existing answer files.
 
@@ -55,7 +59,7 @@ def simulate_answers(
         The written files.
     """
     for name, p in (("accuracy_original", accuracy_original), ("accuracy_encrypted", accuracy_encrypted),
-                    ("consistency", consistency), ("skip", skip)):
+                    ("consistency", consistency), ("skip", skip), ("detection", detection)):
         if not 0.0 <= p <= 1.0:
             raise InputError(f"{name} must be between 0 and 1; got {p}")
     study = load_study(study_dir)
@@ -87,5 +91,16 @@ def simulate_answers(
                 confidence = int(rng.integers(3, 6)) if dx == entry.label else int(rng.integers(1, 5))
                 writer.writerow([entry.code, dx, confidence, ""])
             path = Path(out) / answers_filename(reader, session)
+            written.append(atomic_write_text(path, buffer.getvalue(), force=force))
+        trials = sorted((t for t in study.trials.values() if t.reader == reader), key=lambda t: t.position)
+        if trials:
+            buffer = io.StringIO()
+            writer = csv.writer(buffer, lineterminator="\n")
+            writer.writerow(FORCED_CHOICE_COLUMNS)
+            for trial in trials:
+                found = rng.random() < detection
+                other = "B" if trial.changed == "A" else "A"
+                writer.writerow([trial.code, trial.changed if found else other, int(rng.integers(1, 4)), ""])
+            path = Path(out) / answers_filename(reader, FORCED_CHOICE)
             written.append(atomic_write_text(path, buffer.getvalue(), force=force))
     return written
