@@ -147,15 +147,33 @@ def test_monai_nibabel_reader_with_orientation_and_nifti_output(tmp_path: Path) 
 
 
 def test_the_docs_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    """Both Python examples of docs/monai-pipeline.md, the second building the pipeline from its Bundle config."""
     doc = (Path(__file__).parents[1] / "docs" / "monai-pipeline.md").read_text()
-    code = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    blocks = [part.split("```", 1)[0] for part in doc.split("```python\n")[1:]]
+    (config,) = [part.split("```", 1)[0] for part in doc.split("```yaml\n")[1:]]
+    assert len(blocks) == 2 and "ConfigParser" in blocks[1]
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "docs/monai-pipeline.md", "exec"), {"__name__": "docs_example"})
+    (tmp_path / "encrypt.yaml").write_text(config)
+    namespace = {"__name__": "docs_example"}
+    exec(compile(blocks[0], "docs/monai-pipeline.md", "exec"), namespace)
     printed = capsys.readouterr().out
     assert "largest tumor slice: 1" in printed
     assert "shared/CT5N_medenc/IM00001.dcm" in printed
     derived = pydicom.dcmread(tmp_path / "shared/CT5N_medenc/IM00001.dcm")
     assert derived.SeriesDescription == "CT encrypted" and derived.ImageType[:2] == ["DERIVED", "SECONDARY"]
+
+    exec(compile(blocks[1], "docs/monai-pipeline.md", "exec"), namespace)
+    assert "written: ['shared-bundle/CT5N_medenc/IM00001.dcm']" in capsys.readouterr().out
+    pipeline = namespace["pipeline"]
+    assert [type(t).__name__ for t in pipeline.transforms][2:] == [
+        "LargestTumorSliced",
+        "AdversarialEncryptd",
+        "SaveDerivedd",
+    ]
+    from_config = pydicom.dcmread(tmp_path / "shared-bundle/CT5N_medenc/IM00001.dcm")
+    assert from_config.SeriesDescription == "CT encrypted" and from_config.ImageType[:2] == ["DERIVED", "SECONDARY"]
+    again = read_image(tmp_path / "shared-bundle/CT5N_medenc")
+    assert not np.array_equal(again.voxels[0], read_image(namespace["series"]).voxels[1])  # the slice was encrypted
 
 
 # ------------------------------------------------------------------ MONAI's contracts: traces, geometry, batches
