@@ -262,6 +262,7 @@ def test_compose_inverse_restores_the_source_geometry(tmp_path: Path) -> None:
         np.testing.assert_allclose(back[key].affine.numpy(), affine, atol=1e-5)
         assert back[key].applied_operations == []
         assert back[key].meta["spatial_shape"].tolist() == [10, 12, 9]
+        assert back[key].meta["pixdim"][1:4].tolist() == pytest.approx([1.0, 1.2, 5.0])
     volume = back["image"][0].numpy()  # (x, y, z) as stored
     np.testing.assert_array_equal(volume[:, :, TUMOR_Z], out["image"][0].numpy()[::-1, ::-1].T)  # LPS -> RAS
     assert not volume[:, :, np.arange(9) != TUMOR_Z].any()  # the other slices: the fill value
@@ -329,3 +330,13 @@ def test_allow_missing_keys(nifti_pair) -> None:
     assert LargestTumorSliced("pred", allow_missing_keys=True)({"x": 1}) == {"x": 1}
     with pytest.raises(KeyError, match="'label'"):  # a sliced key is there, the mask that picks the slice is not
         LargestTumorSliced("image", source_key="label")({"image": volume["image"]})
+
+
+def test_slicing_leaves_the_input_untouched(nifti_pair) -> None:
+    image, mask = nifti_pair
+    volume = Compose(monai_slicing().transforms[:3])({"image": str(image), "label": str(mask)})
+    pixdim, records = volume["image"].meta["pixdim"].copy(), len(volume["image"].applied_operations)
+    sliced = LargestTumorSliced(["image", "label"], source_key="label")(volume)
+    assert np.array_equal(volume["image"].meta["pixdim"], pixdim) and len(volume["image"].applied_operations) == records
+    assert volume["image"].shape == (1, 10, 12, 9)
+    assert sliced["image"].meta["pixdim"][1:4].tolist() == pytest.approx([1.2, 1.0, 5.0])  # rows, columns, normal

@@ -11,6 +11,7 @@ crop inverses pad with zeros), so ``Compose.inverse`` / ``Invertd`` restore the 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -18,8 +19,9 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
+from monai.data.utils import affine_to_spacing
 from monai.transforms import InvertibleTransform, MapTransform
-from monai.utils import TraceKeys
+from monai.utils import TraceKeys, convert_to_numpy
 
 from medenc.core.slices import largest_tumor_slice
 
@@ -149,7 +151,8 @@ class LargestTumorSlice(InvertibleTransform):
         restore = {  # the meta entries this transform replaces, for the inverse (collatable values only)
             name: np.asarray(img.meta[name]) for name in ("original_affine", "spatial_shape") if name in img.meta
         }
-        result = MetaTensor(out, meta=dict(img.meta), applied_operations=list(img.applied_operations))
+        meta = copy.deepcopy(dict(img.meta))  # MONAI updates some entries in place (pixdim): not the input's
+        result = MetaTensor(out, meta=meta, applied_operations=copy.deepcopy(img.applied_operations))
         result = self.push_transform(
             result,
             affine=matrix,  # MONAI sets the affine to volume affine @ matrix (and the pixdim)
@@ -183,10 +186,13 @@ class LargestTumorSlice(InvertibleTransform):
         volume = torch.full((plain.shape[0], *volume_shape), self.fill_value, dtype=plain.dtype, device=plain.device)
         volume.select(1 + axis, index).copy_(plain.transpose(-1, -2) if transpose else plain)
         replaced = (*SLICE_META, "original_affine", "spatial_shape")
-        meta = {k: v for k, v in data.meta.items() if k not in replaced}
+        meta = {k: copy.deepcopy(v) for k, v in data.meta.items() if k not in replaced}
         meta.update({name: np.asarray(value) for name, value in info.get("meta", {}).items()})
         affine = np.asarray(data.affine, dtype=np.float64) @ np.linalg.inv(slice_to_volume(axis, index, transpose))
         meta["affine"] = torch.as_tensor(affine, dtype=torch.float64)
+        if "pixdim" in meta:  # as MONAI keeps it: the voxel spacing after the affine
+            meta["pixdim"] = convert_to_numpy(meta["pixdim"], dtype=np.float64).copy()
+            meta["pixdim"][1:4] = affine_to_spacing(affine, r=3)
         return MetaTensor(volume, meta=meta, applied_operations=list(data.applied_operations))
 
 
