@@ -76,9 +76,10 @@ def keygen(
     """
     from medenc.config import load_config, pick
     from medenc.core.key import EncryptionKey, PGDSettings
-    from medenc.files import check_output
+    from medenc.files import check_output, manifest_inputs
 
-    check_output(out, inputs=[from_, config], force=force, what="key file")  # before any work
+    sources = manifest_inputs(from_) if from_ is not None and from_.suffix == ".csv" else [from_]
+    check_output(out, inputs=[*sources, config], force=force, what="key file")  # before any work
     settings = load_config(config, preset)
     if (classes is None) == (from_ is None):
         fail("give exactly one of --classes a,b,c or --from MODEL.pt|MANIFEST.csv")
@@ -124,7 +125,7 @@ def _classes_from(path: Path) -> list[str]:
     from medenc.errors import InputError
 
     if not path.exists():
-        raise InputError("file not found", path)
+        raise InputError("model checkpoint or manifest not found", path)
     if path.suffix == ".csv":
         from medenc.experiment.dataset import read_manifest
 

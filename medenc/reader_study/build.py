@@ -21,6 +21,7 @@ import numpy as np
 
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError
+from medenc.files import check_output, manifest_inputs
 from medenc.reader_study.manifest import (
     StudyCase,
     file_sha256,
@@ -154,6 +155,8 @@ def build_study(
         OutputExistsError: ``out`` exists and ``force`` is False.
     """
     readers = check_readers(readers)
+    inputs = [*manifest_inputs(clean_manifest), *manifest_inputs(encrypted_manifest)]
+    check_output(out, inputs=inputs, force=force, what="study folder")
     if seed is None:
         seed = secrets.randbits(63)
     if seed < 0:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medenc.atomic import atomic_directory
+from medenc.files import check_output
 from medenc.reader_study.answers import AnswerSet, Study, load_study, read_answers
 from medenc.reader_study.stats import (
     clopper_pearson,
@@ -224,6 +225,7 @@ def score_study(
     from medenc.reader_study.charts import write_charts
 
     study = load_study(study_dir)
+    check_output(out, inputs=[study_dir, *answer_files], force=force, what="report folder")
     answers = read_answers(answer_files, study, partial=partial)
     report = score_answers(study, answers)
     out = Path(out)

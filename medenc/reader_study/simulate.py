@@ -17,6 +17,7 @@ import numpy as np
 
 from medenc.atomic import atomic_write_text
 from medenc.errors import InputError
+from medenc.files import check_output
 from medenc.reader_study.answers import load_study
 from medenc.reader_study.packet import ANSWER_COLUMNS, answers_filename
 
@@ -49,7 +50,7 @@ def simulate_answers(
         consistency: chance the encrypted image gets the same diagnosis as the clean one.
         skip: chance an image is left without an answer (to exercise ``--partial``).
         seed: seed of the simulation.
-        force: overwrite existing answer files.
+        force: write into a folder that is not empty, replacing answer files there.
 
     Returns:
         The written files.
@@ -59,6 +60,7 @@ def simulate_answers(
         if not 0.0 <= p <= 1.0:
             raise InputError(f"{name} must be between 0 and 1; got {p}")
     study = load_study(study_dir)
+    check_output(out, inputs=[study_dir], force=force, what="answers folder")
     classes = study.classes
     by_packet: dict[tuple[str, int], list] = {}
     for entry in study.key.values():
