@@ -340,3 +340,25 @@ def test_slicing_leaves_the_input_untouched(nifti_pair) -> None:
     assert np.array_equal(volume["image"].meta["pixdim"], pixdim) and len(volume["image"].applied_operations) == records
     assert volume["image"].shape == (1, 10, 12, 9)
     assert sliced["image"].meta["pixdim"][1:4].tolist() == pytest.approx([1.2, 1.0, 5.0])  # rows, columns, normal
+
+
+def test_a_resampled_volume_gives_the_slice_its_own_grid_as_original(nifti_pair, tmp_path: Path) -> None:
+    """After Spacingd the plane is no slice of the file's grid: original_affine/spatial_shape are the slice's own,
+    and SaveImaged(resample=True) still writes it where it lies."""
+    from monai.transforms import Spacingd
+
+    image, mask = nifti_pair
+    keys = ["image", "label"]
+    flow = Compose([*monai_slicing().transforms[:3], Spacingd(keys, pixdim=(0.5, 0.6, 5.0), mode="nearest"),
+                    LargestTumorSliced(keys, source_key="label")])  # fmt: skip
+    data = flow({"image": str(image), "label": str(mask)})
+    sliced = data["image"]
+    rows, columns = sliced.shape[1:]  # about twice the 12 x 10 grid (MONAI rounds the resampled size)
+    assert rows > 20 and columns > 16 and sliced.affine[2, 3].item() == pytest.approx(-33.0)
+    np.testing.assert_allclose(sliced.meta["original_affine"], sliced.affine.numpy())
+    assert sliced.meta["spatial_shape"].tolist() == [rows, columns]
+    SaveImaged("image", output_dir=tmp_path / "saved", separate_folder=False, resample=True)(data)
+    (written,) = (tmp_path / "saved").iterdir()
+    assert nib.load(written).shape == (rows, columns) and nib.load(written).affine[2, 3] == pytest.approx(-33.0)
+    back = flow.inverse(data)["image"]
+    assert back.shape == (1, 10, 12, 9) and np.allclose(back.affine.numpy(), nib.load(image).affine, atol=1e-5)

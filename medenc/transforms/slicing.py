@@ -74,8 +74,9 @@ def _source_slice_geometry(
         return fallback
     to_source = np.linalg.solve(source, volume_affine)  # current voxel -> source voxel
     rotation = np.round(to_source[:3, :3])
-    if not np.allclose(to_source[:3, :3], rotation, atol=1e-4) or sorted(np.abs(rotation).sum(axis=0)) != [1, 1, 1]:
-        return fallback
+    permutation = (np.abs(rotation).sum(axis=0) == 1).all() and (np.abs(rotation).sum(axis=1) == 1).all()
+    if not permutation or not np.allclose(to_source[:3, :3], rotation, atol=1e-4):
+        return fallback  # resampled or rotated: the plane is not one of the source grid's
     source_axis = int(np.argmax(np.abs(rotation[:, axis])))
     source_index = float((to_source @ np.eye(4)[:, axis] * index + to_source[:, 3])[source_axis])
     if abs(source_index - round(source_index)) > 1e-3 or not 0 <= round(source_index) < shape[source_axis]:
