@@ -245,7 +245,7 @@ INSIDE = {  # command -> (input folder, what the message calls the output)
     "encrypt-study": ("series", "output folder"),
     "calibrate": ("ds", "report folder"),
     "security-eval": ("ds", "report folder"),
-    "reader-study build": ("ds", "study folder"),
+    "reader-study build": ("ds", "output"),
     "reader-study simulate": ("rs", "answers folder"),
     "reader-study score": ("rs", "report folder"),
 }

@@ -155,8 +155,9 @@ def build_study(
         OutputExistsError: ``out`` exists and ``force`` is False.
     """
     readers = check_readers(readers)
+    out = Path(out)
     inputs = [*manifest_inputs(clean_manifest), *manifest_inputs(encrypted_manifest)]
-    check_output(out, inputs=inputs, force=force, what="study folder")
+    check_output(out, inputs=inputs, force=force)  # before any work: never an input, never inside one
     if seed is None:
         seed = secrets.randbits(63)
     if seed < 0:
@@ -173,8 +174,8 @@ def build_study(
     uid_rng = np.random.default_rng([seed, 2])
     key_rows: list[dict] = []
     packets: list[Path] = []
-    out = Path(out)
-    with atomic_directory(out, force=force) as tmp:
+    inputs += [path for case in candidates for path in (case.clean, case.encrypted)]
+    with atomic_directory(out, force=force, inputs=inputs) as tmp:
         for r, reader in enumerate(readers):
             for session, version in SESSION_VERSIONS.items():
                 order = np.random.default_rng([seed, 3, r, session]).permutation(n)
