@@ -236,9 +236,8 @@ def test_an_existing_output_without_force_is_one_line(work: dict[str, Any], tmp_
                                                            ["exists", "mine.txt"])  # fmt: skip
 
 
-INSIDE = {  # command -> (input folder, what the message calls the output)
-    "keygen": ("model-folder", "key file"),  # --from a manifest: see below
-    "train": ("ds", "checkpoint"),
+INSIDE = {  # command -> (input folder, what the message calls the output); keygen and train write one file
+    # (key, checkpoint) and read files, so writing beside the manifest replaces nothing and is allowed
     "prepare": ("studies", "output folder"),
     "encrypt-dataset": ("ds", "output"),
     "evaluate": ("ds", "report folder"),
@@ -254,12 +253,9 @@ INSIDE = {  # command -> (input folder, what the message calls the output)
 @pytest.mark.parametrize("name", list(INSIDE))
 def test_an_output_inside_an_input_folder_is_one_line(work: dict[str, Any], name: str) -> None:
     folder = {"ds": work["manifest"].parent, "studies": work["studies"].parent, "series": work["series"],
-              "rs": work["rs"], "model-folder": work["manifest"].parent}[INSIDE[name][0]]  # fmt: skip
+              "rs": work["rs"]}[INSIDE[name][0]]  # fmt: skip
     out = folder / f"new-{name.replace(' ', '-')}"  # one per command: a wrongful write stays its own failure
-    args = command(name, work, out)
-    if name == "keygen":
-        args[args.index("--from") + 1] = str(work["manifest"])  # the classes from the manifest in that folder
-    line = one_error_line(runner.invoke(app, args))
+    line = one_error_line(runner.invoke(app, command(name, work, out)))
     assert line == (
         f"medenc: error: {out}: the {INSIDE[name][1]} lies inside the input folder {folder} "
         "(tip: write outside the input folders)"

@@ -76,10 +76,9 @@ def keygen(
     """
     from medenc.config import load_config, pick
     from medenc.core.key import EncryptionKey, PGDSettings
-    from medenc.files import check_output, manifest_inputs
+    from medenc.files import check_output
 
-    sources = manifest_inputs(from_) if from_ is not None and from_.suffix == ".csv" else [from_]
-    check_output(out, inputs=[*sources, config], force=force, what="key file")  # before any work
+    check_output(out, inputs=[from_, config], force=force, what="key file")  # before any work
     settings = load_config(config, preset)
     if (classes is None) == (from_ is None):
         fail("give exactly one of --classes a,b,c or --from MODEL.pt|MANIFEST.csv")

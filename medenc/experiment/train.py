@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medenc.errors import InputError
-from medenc.files import check_output, manifest_inputs
+from medenc.files import check_output
 from medenc.learn.recipe import DEFAULT_RECIPE
 
 
@@ -81,7 +81,7 @@ def train_from_manifest(
 
     warn = on_warning or (lambda _message: None)
     # ---- validate everything before any work
-    out = check_output(job.out, inputs=manifest_inputs(job.manifest), force=job.force, what="checkpoint")
+    out = check_output(job.out, inputs=[job.manifest], force=job.force, what="checkpoint")
     if job.arch not in ARCHITECTURES:
         raise InputError(f"unknown architecture {job.arch!r}; known: {', '.join(ARCHITECTURES)}")
     if job.epochs < 1 or job.batch_size < 1 or not job.lr > 0:
