@@ -342,7 +342,7 @@ def _bad(env: dict[str, Any], tmp_path: Path) -> dict[str, tuple[list[Any], str]
         "empty mask": ([dicom, "--mask", empty, "--out", out], "empty mask"),
         "mask on another grid": ([dicom, "--mask", wrong_grid, "--out", out], "does not match the image grid"),
         "output exists": ([dicom, "--mask", mask, "--out", tmp_path / "taken"], "already exists"),
-        "no such study": ([tmp_path / "nothing", "--out", out, "--slices", "all"], "no such file"),
+        "no such study": ([tmp_path / "nothing", "--out", out, "--slices", "all"], "study not found"),
         "not DICOM": ([TEST_FILES / "README.txt", "--out", out, "--slices", "all"], "not a DICOM file"),
         "no pixel data": ([TEST_FILES / "rtplan.dcm", "--out", out, "--slices", "all"], "no PixelData"),
         "RGB": ([TEST_FILES / "examples_rgb_color.dcm", "--out", out, "--slices", "all"], "photometric"),

@@ -173,7 +173,7 @@ def test_key_file_safety_errors(tmp_path) -> None:
         EncryptionKey.load(deep)
     with pytest.raises(KeyFileError, match="not a regular file"):
         EncryptionKey.load("/dev/zero")
-    with pytest.raises(KeyFileError, match="not a regular file"):
+    with pytest.raises(KeyFileError, match="key file is a folder, not a JSON file"):
         EncryptionKey.load(tmp_path)
     big = tmp_path / "big.json"
     big.write_bytes(b" " * (2 << 20))

@@ -1,17 +1,40 @@
 """The root Typer application: one-line errors (exit 2) for :class:`MedencError`, ``--version``.
 
 Each command module builds its own sub-app; :mod:`medenc.cli` composes them with ``add_typer``.
+Path arguments that Typer checks itself (``exists=True``) report a bad path in medenc's own words, one
+line like every other path error (:func:`medenc.cli._common.path_problem`), not in Typer's error box.
 """
 
 from __future__ import annotations
 
+import ast
+import re
 from typing import Any
 
 import typer
 from typer.core import TyperGroup
 
-from medenc.cli._common import report_error
-from medenc.errors import MedencError
+from medenc.cli._common import path_problem, report_error
+from medenc.errors import InputError, MedencError
+
+#: how Typer words a failed ``exists=True`` check: "file '/x/y.csv' does not exist." (kind, quoted path, problem)
+_TYPER_PATH_ERROR = re.compile(
+    r"^(?P<kind>file|dir|path) (?P<value>'.*'|\".*\") (?:does not exist|is a file|is a directory|is not readable)\.$",
+    re.DOTALL,
+)
+
+
+def typer_path_error(error: typer.BadParameter) -> InputError | None:
+    """Typer's own error for a path parameter (``exists=True``) as medenc's one-line :class:`InputError`, or None."""
+    match = _TYPER_PATH_ERROR.match(str(error.message))
+    if match is None or error.param is None:
+        return None
+    value = ast.literal_eval(match["value"])
+    opts = [o for o in getattr(error.param, "opts", []) if o.startswith("-")]
+    what = max(opts, key=len) if opts else str(error.param.name or "path").upper()
+    kind = {"file": "file", "dir": "folder"}.get(match["kind"])
+    problem = path_problem(value, what, kind=kind)
+    return None if problem is None else InputError(problem, path=value)
 
 
 class MedencGroup(TyperGroup):
@@ -22,6 +45,11 @@ class MedencGroup(TyperGroup):
             return super().invoke(ctx)
         except MedencError as error:
             report_error(error)
+        except typer.BadParameter as error:  # Typer checked a path itself: say it as every command does
+            converted = typer_path_error(error)
+            if converted is None:
+                raise
+            report_error(converted)
 
 
 app = typer.Typer(

@@ -23,9 +23,39 @@ ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing 
 LOW_HIT_RATE = 0.9  # encrypt-dataset warns below this share of perturbed copies on target
 
 
+def one_line(text: str) -> str:
+    """``text`` as one printable line: newlines and control characters (e.g. from a binary file) escaped."""
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in str(text))
+
+
 def report_error(error: BaseException) -> NoReturn:
-    typer.echo(f"medenc: error: {error}", err=True)
+    """Print ``medenc: error: <message>`` as one line on stderr and exit with status 2."""
+    typer.echo(f"medenc: error: {one_line(str(error))}", err=True)
     raise typer.Exit(2)
+
+
+def path_problem(path: str | Path, what: str, kind: str | None = None) -> str | None:
+    """What is wrong with an input path, in the words every command uses (``<what> not found``, ...), or None.
+
+    The error then reads ``medenc: error: PATH: <problem>``, like the library's ``InputError(problem, path)``.
+
+    Args:
+        path: the input path.
+        what: how the message names it (``"--clean"``, ``"manifest"``).
+        kind: ``"file"``, ``"folder"`` or None (either).
+    """
+    import os
+
+    path = Path(path)
+    if not path.exists():
+        return f"{what} {kind or 'path'} not found" if what.startswith("-") or what.isupper() else f"{what} not found"
+    if kind == "file" and path.is_dir():
+        return f"{what} is a folder, not a file"
+    if kind == "folder" and not path.is_dir():
+        return f"{what} is a file, not a folder"
+    if not os.access(path, os.R_OK):
+        return f"{what} cannot be read (permission denied)"
+    return None
 
 
 def fail(message: str) -> NoReturn:
@@ -40,7 +70,11 @@ def warn(message: str) -> None:
 
 @contextlib.contextmanager
 def progress_bars() -> Iterator[Any]:
-    """A rich progress display on stderr (quiet when stderr is not a terminal)."""
+    """The progress display every long step uses: on stderr, so stdout carries only results.
+
+    Each bar shows its step, done/total, elapsed time and time left. It is drawn only when stderr is
+    a terminal (``medenc synth ... > out.txt`` still shows it); logs redirected to a file stay free of it.
+    """
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -64,14 +98,29 @@ def progress_bars() -> Iterator[Any]:
 
 
 def model_done(started: float) -> Callable[[int, int, str, dict[str, float]], None]:
-    """An ``on_model`` callback that prints one line per trained model on stderr (elapsed time, accuracies)."""
+    """An ``on_model`` callback: one line per trained model on stderr (elapsed, accuracies, time left).
+
+    The time left is the mean time per model so far times the models still to train.
+    """
     import time
 
     def say(done: int, total: int, what: str, accuracies: dict[str, float]) -> None:
+        elapsed = time.perf_counter() - started
         scores = ", ".join(f"{name.replace('_', ' ')} {value:.1%}" for name, value in accuracies.items())
-        typer.echo(f"[{time.perf_counter() - started:.0f} s] model {done}/{total}: {what}: {scores}", err=True)
+        left = f"; about {eta_text(elapsed / done * (total - done))} left" if 0 < done < total else ""
+        typer.echo(f"[{elapsed:.0f} s] model {done}/{total}: {what}: {scores}{left}", err=True)
 
     return say
+
+
+def eta_text(seconds: float) -> str:
+    """``75`` -> ``"1 min 15 s"``, ``7300`` -> ``"2 h 01 min"`` (an estimate's precision)."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
 
 
 def parse_archs(text: str) -> list[str]:
@@ -140,14 +189,9 @@ def print_evaluation(report: dict[str, Any], out: Path) -> None:
 
 def train_with_progress(job: Any) -> Any:
     """Run :func:`medenc.experiment.train.train_from_manifest` under rich progress bars and print its outcome."""
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     from medenc.experiment.train import train_from_manifest
 
-    console = Console(stderr=True)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, disable=not console.is_terminal) as progress:
+    with progress_bars() as progress:
         outcome = train_from_manifest(job, progress=progress, on_warning=warn)
     metrics = outcome.metrics
     typer.echo(

@@ -124,7 +124,7 @@ def _classes_from(path: Path) -> list[str]:
     from medenc.errors import InputError
 
     if not path.exists():
-        raise InputError("file not found", path)
+        raise InputError("model checkpoint or manifest not found", path)
     if path.suffix == ".csv":
         from medenc.experiment.dataset import read_manifest
 

@@ -327,6 +327,8 @@ class EncryptionKey:
         path = Path(path)
         if not path.exists():
             raise KeyFileError("key file not found", path)
+        if path.is_dir():
+            raise KeyFileError("key file is a folder, not a JSON file", path)
         if not path.is_file():
             raise KeyFileError("not a regular file (a key is a small JSON file)", path)
         try:

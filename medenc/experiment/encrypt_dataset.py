@@ -85,7 +85,7 @@ def encrypt_dataset(
         batch_size: PGD samples per call.
         precision: ``fp32``, ``bf16`` or ``auto``.
         force: replace an existing ``out``.
-        on_progress: called with ``(slices done, total)``.
+        on_progress: called with ``(slices done, total)``: once with 0 before the first PGD batch, then after each.
         extra_models: hardening: more base model checkpoints (same classes and model-input mapping)
             attacked together with ``model`` as an ensemble (:class:`medenc.core.harden.EnsembleModel`).
 
@@ -111,6 +111,8 @@ def encrypt_dataset(
         check_output(target, inputs=inputs, force=force)
     if not data.rows:
         raise InputError("manifest has no slices", manifest)
+    if on_progress is not None:  # the total before the first (slow) PGD batch: no "0/?" on the bar
+        on_progress(0, len(data.rows))
     labels = data.labels()
     extras = [_load_ensemble_member(path, base) for path in extra_models]
     extras_models = [m.model for m in extras]

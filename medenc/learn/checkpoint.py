@@ -135,8 +135,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             architecture.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InputError("model checkpoint not found", path=path)
+    if not path.is_file():
+        raise InputError("model checkpoint is a folder, not a file", path=path)
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files

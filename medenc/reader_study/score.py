@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medenc.atomic import atomic_directory
+from medenc.files import check_output
 from medenc.reader_study.answers import AnswerSet, Study, load_study, read_answers
 from medenc.reader_study.report import POOLED, VERSIONS, report_markdown
 from medenc.reader_study.stats import (
@@ -166,6 +167,7 @@ def score_study(
     if not 0 <= margin < 1:
         raise InputError(f"the non-inferiority margin must be between 0 and 100 points; got {100 * margin:g}")
     study = load_study(study_dir)
+    check_output(out, inputs=[study_dir, *answer_files], force=force, what="report folder")
     answers = read_answers(answer_files, study, partial=partial)
     report = score_answers(study, answers, margin=margin)
     out = Path(out)

@@ -19,6 +19,7 @@ import numpy as np
 
 from medenc.atomic import atomic_write_text
 from medenc.errors import InputError
+from medenc.files import check_output
 from medenc.reader_study.answers import load_study
 from medenc.reader_study.packet import ANSWER_COLUMNS, FORCED_CHOICE, FORCED_CHOICE_COLUMNS, answers_filename
 
@@ -53,7 +54,7 @@ def simulate_answers(
         skip: chance an image is left without an answer (to exercise ``--partial``).
         detection: chance of marking the encrypted image of a forced-choice pair as the changed one.
         seed: seed of the simulation.
-        force: overwrite existing answer files.
+        force: write into a folder that is not empty, replacing answer files there.
 
     Returns:
         The written files.
@@ -63,6 +64,7 @@ def simulate_answers(
         if not 0.0 <= p <= 1.0:
             raise InputError(f"{name} must be between 0 and 1; got {p}")
     study = load_study(study_dir)
+    check_output(out, inputs=[study_dir], force=force, what="answers folder")
     classes = study.classes
     by_packet: dict[tuple[str, int], list] = {}
     for entry in study.key.values():

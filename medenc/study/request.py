@@ -67,7 +67,7 @@ def check_request(
             tip="use the class name exactly as the model and key spell it",
         )
     if not request.study.exists():
-        raise InputError("no such file or folder", request.study)
+        raise InputError("study not found", request.study)
     if request.mask is not None and not request.mask.is_file():
         raise InputError("mask file not found", request.mask)
     check_output(request.out, inputs=[request.study, request.mask, *protected], force=force, what="output folder")
