@@ -27,13 +27,25 @@ def encrypt_study_command(
     ] = None,
     slices: Annotated[
         str,
-        typer.Option(help="largest (the paper; needs --mask) | tumor (every tumor slice; needs --mask) | all."),
-    ] = "largest",
+        typer.Option(
+            help="Slices to encrypt: all (default: the whole volume, no original slice shared) | largest (the "
+            "paper's slice; needs --mask) | tumor (every tumor slice; needs --mask). With largest or tumor only "
+            "the encrypted slices are written, unless --allow-original-slices."
+        ),
+    ] = "all",
     series: Annotated[
         str | None, typer.Option("--series", help="SeriesInstanceUID to take from a folder of several series.")
     ] = None,
+    allow_original_slices: Annotated[
+        bool,
+        typer.Option(
+            "--allow-original-slices",
+            help="Also write the slices that are not encrypted, with their ORIGINAL pixels (a complete volume). "
+            "Unsafe: a thief trains on them. Recorded in report.json and given as a warning.",
+        ),
+    ] = False,
     only_selected: Annotated[
-        bool, typer.Option("--only-selected", help="Write only the encrypted slices, not the complete volume.")
+        bool, typer.Option("--only-selected", hidden=True, help="Kept for old scripts: now the default.")
     ] = False,
     batch: Annotated[
         Path | None,
@@ -49,7 +61,8 @@ def encrypt_study_command(
 ) -> None:
     """Encrypt a study before sharing: a derived series of the same study plus OUT/report.json.
 
-    The input is only read. OUT appears only when complete and holds no key material.
+    By default every slice is encrypted and the series holds no original slice. The input is only read.
+    OUT appears only when complete and holds no key material.
 
     Share OUT/series (or OUT/image.nii.gz) only: report.json stays in house (its predictions hint at the key).
     """
@@ -61,6 +74,8 @@ def encrypt_study_command(
         fail(f"--batch-size must be >= 1, got {batch_size}")
     if (study is None) == (batch is None):
         fail("give exactly one of STUDY or --batch STUDIES.csv")
+    if only_selected and allow_original_slices:
+        fail("--only-selected and --allow-original-slices contradict each other (only encrypted slices is the default)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if batch is not None:
@@ -69,7 +84,7 @@ def encrypt_study_command(
                 fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
             with progress_bars() as bars:
                 summary = _run_batch(
-                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars
+                    batch, model, key, out, slices, allow_original_slices, device, batch_size, precision, force, bars
                 )
         else:
             if label is None:
@@ -87,7 +102,7 @@ def encrypt_study_command(
                     mask=mask,
                     slices=slices,
                     series=series,
-                    only_selected=only_selected,
+                    allow_original_slices=allow_original_slices,
                     device=device,
                     batch_size=batch_size,
                     precision=precision,
@@ -109,7 +124,7 @@ def _run_batch(
     key: Path,
     out: Path,
     slices: str,
-    only_selected: bool,
+    allow_original_slices: bool,
     device: str | None,
     batch_size: int | None,
     precision: str,
@@ -131,7 +146,7 @@ def _run_batch(
         key=key,
         out=out,
         slices=slices,
-        only_selected=only_selected,
+        allow_original_slices=allow_original_slices,
         device=device,
         batch_size=batch_size,
         precision=precision,
@@ -160,6 +175,17 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
         f"base model predicted {report['label']!r} on {base['slices_predicted_as_label_before']}/{n} slices before, "
         f"{base['slices_predicted_as_label_after']}/{n} after"
     )
+    sharing = report["sharing"]
+    written = chosen["total"] - sharing["slices_left_out"]
+    if sharing["unencrypted_slices_written"]:
+        tumor = sharing["unencrypted_slices_with_tumor"]
+        typer.echo(
+            f"shared series: {written} slices, {sharing['unencrypted_slices_written']} of them UNENCRYPTED "
+            f"(original pixels; {'?' if tumor is None else tumor} with tumor)"
+        )
+    else:
+        left_out = f", {sharing['slices_left_out']} not encrypted and left out" if sharing["slices_left_out"] else ""
+        typer.echo(f"shared series: {written} slices, all encrypted{left_out}")
     uid = report["output"].get("series_uid")
     series = f" (series {uid})" if uid else ""
     typer.echo(f"wrote {report['output']['path']}{series} and {out / 'report.json'}")

@@ -22,6 +22,7 @@ from medenc.atomic import atomic_write_text
 from medenc.errors import InputError, MedencError
 from medenc.files import safe_name
 from medenc.io.tables import read_table
+from medenc.study.request import DEFAULT_SLICES
 
 logger = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ def encrypt_batch(
     model: str | Path,
     key: str | Path,
     out: str | Path,
-    slices: str = "largest",
-    only_selected: bool = False,
+    slices: str = DEFAULT_SLICES,
+    allow_original_slices: bool = False,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
@@ -94,8 +95,8 @@ def encrypt_batch(
         model: base model checkpoint.
         key: key file.
         out: the batch output folder (may exist: finished cases are skipped).
-        slices: ``largest``, ``tumor`` or ``all`` for every case.
-        only_selected: write only the encrypted slices.
+        slices: ``all`` (default), ``largest`` or ``tumor`` for every case.
+        allow_original_slices: also write the slices that are not encrypted, with their original pixels.
         device: PGD device.
         batch_size: PGD samples per call (None: automatic, see :func:`medenc.study.encrypt.open_session`).
         precision: ``fp32``, ``bf16`` or ``auto``.
@@ -131,7 +132,7 @@ def encrypt_batch(
             mask=case.mask,
             slices=slices,
             series=case.series,
-            only_selected=only_selected,
+            allow_original_slices=allow_original_slices,
         )
         entry: dict[str, Any] = {"case_id": case.case_id, "out": str(request.out), "error": None, "warnings": []}
         try:
@@ -168,6 +169,7 @@ def encrypt_batch(
         "skipped": sum(r["status"] == "skipped" for r in results),
         "failed": sum(r["status"] == "failed" for r in results),
         "slices": slices,
+        "allow_original_slices": allow_original_slices,
         "key_fingerprint": session.key.fingerprint(),
         "device": str(session.encryptor.device),
         "seconds": round(time.perf_counter() - started, 3),

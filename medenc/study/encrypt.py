@@ -34,7 +34,8 @@ from medenc.study.report import (
     slice_metrics,
     verify_output,
 )
-from medenc.study.request import StudyRequest, check_request
+from medenc.study.request import DEFAULT_SLICES, StudyRequest, check_request
+from medenc.study.sharing import plan_sharing
 
 if TYPE_CHECKING:  # pragma: no cover
     from medenc.io import Volume
@@ -98,9 +99,9 @@ def encrypt_study(
     label: str,
     out: str | Path,
     mask: str | Path | None = None,
-    slices: str = "largest",
+    slices: str = DEFAULT_SLICES,
     series: str | None = None,
-    only_selected: bool = False,
+    allow_original_slices: bool = False,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
@@ -119,7 +120,7 @@ def encrypt_study(
         mask=None if mask is None else Path(mask),
         slices=slices,
         series=series,
-        only_selected=only_selected,
+        allow_original_slices=allow_original_slices,
     )
     check_request(request, force=force, protected=(Path(model), Path(key)))  # cheap checks before loading
     session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
@@ -136,7 +137,7 @@ def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
         "label": request.label,
         "slices": request.slices,
         "series": request.series,
-        "only_selected": request.only_selected,
+        "allow_original_slices": request.allow_original_slices,
         "model_sha256": session.model_sha256,
         "key_fingerprint": session.key.fingerprint(),
     }
@@ -175,15 +176,9 @@ def run_study(
             selected = select_slices(tumor, request.slices)
         except InputError as error:
             raise InputError(error.problem, request.mask, error.tip) from None
-    write_slices = selected if request.only_selected else None
-    if write_slices is not None and volume.format == "nifti":
-        stored = volume.layout.stored_slices_of(np.asarray(write_slices))
-        if stored.size and stored[-1] - stored[0] + 1 != stored.size:
-            raise InputError(
-                "a NIfTI output holds one block of slices; the selected slices are not contiguous",
-                request.study,
-                tip="drop --only-selected to write the whole volume",
-            )
+    sharing = plan_sharing(
+        volume, selected, tumor, allow_original_slices=request.allow_original_slices, source=request.study
+    )
     timing["read"] = time.perf_counter() - started
 
     mark = time.perf_counter()
@@ -197,10 +192,10 @@ def run_study(
     with atomic_directory(request.out, force=force) as tmp:
         mark = time.perf_counter()
         name = SERIES_DIR if volume.format == "dicom" else _nifti_name(volume.source)
-        write_like(volume, encrypted, tmp / name, slices=write_slices)
+        write_like(volume, encrypted, tmp / name, slices=sharing.write)
         timing["write"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        output = verify_output(volume, written, tmp / name, selected if request.only_selected else None)
+        output = verify_output(volume, written, tmp / name, sharing.write)
         timing["verify"] = time.perf_counter() - mark
         written_files = files_under(tmp / name)
         output.update(
@@ -214,10 +209,15 @@ def run_study(
             timing["load_model_and_key"] = session.seconds
             timing["total"] += session.seconds
         report = build_report(request, session, volume, selected, per_slice, output, requested, pgd, timing)
+        report["sharing"] = sharing.summary(request.allow_original_slices)
         report["warnings"] = [str(w.message) for w in caught]
+        if sharing.warning():
+            report["warnings"].append(sharing.warning())
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     for w in caught:  # pass them on to the caller (the CLI prints them)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if sharing.warning():
+        warnings.warn(sharing.warning(), stacklevel=2)
     return report
 
 

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from medenc.study.request import StudyRequest
 
 REPORT_NAME = "report.json"
-REPORT_FORMAT = "medenc.encrypt-study/1"
+REPORT_FORMAT = "medenc.encrypt-study/2"  # /2: sharing modes (no original slices by default)
 CHUNK_PIXELS = 1 << 19  # pixels measured at once (SSIM in float64 unfolds 121 values per pixel)
 
 
@@ -201,8 +201,10 @@ def build_report(
             "mode": request.slices,
             "encrypted": [int(i) for i in selected],
             "total": int(volume.shape[0]),
-            "copied_unchanged": 0 if request.only_selected else int(volume.shape[0]) - len(selected),
-            "only_selected": request.only_selected,
+            "copied_unchanged": (
+                int(volume.shape[0]) - len(selected) if request.allow_original_slices else 0
+            ),
+            "allow_original_slices": request.allow_original_slices,
         },
         "fidelity": fidelity,
         "base_model": {
