@@ -665,3 +665,58 @@ def test_cuda_runs_a_study_in_one_batched_call(env: dict[str, Any], tmp_path: Pa
         device="cuda",
     )
     assert report["pgd_batches"]["calls"] == 1 and report["device"].startswith("cuda")
+
+
+def test_progress_has_a_real_total_and_all_slices_go_in_one_pgd_call(env: dict[str, Any], tmp_path: Path) -> None:
+    from medenc.study.encrypt import encrypt_study
+
+    case = _case(env, 4)
+    seen: list[tuple[str, float, float]] = []
+    common = dict(model=env["model"], key=env["key"], label=case["label"], device="cpu")
+    report = encrypt_study(case["dicom"], out=tmp_path / "one", progress=lambda *a: seen.append(a), **common)
+    assert report["pgd_batches"] == {"calls": 1, "slices_per_call": 9, "samples": 18}  # 9 slices x 2 targets
+    pgd = [(done, total) for phase, done, total in seen if phase == "pgd"]
+    steps = env["key_obj"].pgd.steps
+    assert len(pgd) == 1 + steps and {total for _, total in pgd} == {9}  # a real total, advanced every PGD step
+    assert [done for done, _ in pgd] == pytest.approx([9 * i / steps for i in range(steps + 1)])
+    assert [p for p, *_ in seen if p != "pgd"] == ["read", "measure", "write", "write"]
+    assert seen[-1] == ("write", 1, 1)
+    timing = report["timing_s"]
+    assert timing["io"] == pytest.approx(timing["read"] + timing["write"] + timing["verify"], abs=1e-3)
+
+    report = encrypt_study(case["dicom"], out=tmp_path / "small", batch_size=4, **common)
+    assert report["pgd_batches"] == {"calls": 5, "slices_per_call": 2, "samples": 18}
+    first = read_image(tmp_path / "one" / "series").voxels
+    np.testing.assert_array_equal(read_image(tmp_path / "small" / "series").voxels, first)  # batching changes nothing
+
+
+def test_cpu_batch_takes_a_whole_study_up_to_a_pixel_budget() -> None:
+    from types import SimpleNamespace
+
+    from medenc.study.encrypt import cpu_batch_size
+
+    def session(size: int) -> Any:
+        return SimpleNamespace(key=SimpleNamespace(num_targets=2), base=SimpleNamespace(preprocess=SimpleNamespace(
+            size=(size, size))))
+
+    assert cpu_batch_size(SimpleNamespace(shape=(150, 64, 64)), session(64), 150) == 300  # the whole study
+    assert cpu_batch_size(SimpleNamespace(shape=(150, 512, 512)), session(64), 150) == 8  # 8 x 512^2 = 2^21
+    assert cpu_batch_size(SimpleNamespace(shape=(150, 64, 64)), session(2048), 150) == 2  # at least one slice
+
+
+def test_the_cli_draws_each_phase_with_its_total() -> None:
+    from medenc.cli.encrypt_study import _drawer
+
+    calls: list[dict[str, Any]] = []
+
+    class Bars:
+        def update(self, task: int, **fields: Any) -> None:
+            calls.append(fields)
+
+    draw = _drawer(Bars(), 0, "s1: ")
+    draw("pgd", 37.5, 150)
+    draw("write", 1, 1)
+    assert calls == [
+        {"description": "s1: PGD (slices)", "completed": 37.5, "total": 150},
+        {"description": "s1: writing", "completed": 1, "total": 1},
+    ]

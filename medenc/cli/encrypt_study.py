@@ -92,7 +92,7 @@ def encrypt_study_command(
             from medenc.study.encrypt import encrypt_study
 
             with progress_bars() as bars:
-                bars.add_task(f"encrypting {study}", total=None)
+                task = bars.add_task(f"{study}: reading", total=1)
                 report = encrypt_study(
                     study,  # type: ignore[arg-type]
                     model=model,
@@ -107,6 +107,7 @@ def encrypt_study_command(
                     batch_size=batch_size,
                     precision=precision,
                     force=force,
+                    progress=_drawer(bars, task, f"{study}: "),
                 )
     for w in caught:
         warn(str(w.message))
@@ -133,7 +134,9 @@ def _run_batch(
 ) -> dict[str, Any]:
     from medenc.study.batch import encrypt_batch, read_batch
 
-    task = bars.add_task("encrypting studies", total=len(read_batch(batch)))
+    task = bars.add_task("studies", total=len(read_batch(batch)))
+    case_task = bars.add_task("", total=1)
+    draw = _drawer(bars, case_task)
 
     def on_case(case_id: str, status: str, error: str | None) -> None:
         bars.update(task, advance=1)
@@ -152,7 +155,20 @@ def _run_batch(
         precision=precision,
         force=force,
         on_case=on_case,
+        on_progress=lambda case_id, phase, done, total: draw(phase, done, total, f"{case_id}: "),
     )
+
+
+PHASES = {"read": "reading", "pgd": "PGD (slices)", "measure": "measuring (slices)", "write": "writing"}
+
+
+def _drawer(bars: Any, task: Any, prefix: str = "") -> Any:
+    """A ``progress(phase, done, total)`` callback that draws one bar whose total is the phase's."""
+
+    def draw(phase: str, done: float, total: float, case: str = prefix) -> None:
+        bars.update(task, description=f"{case}{PHASES.get(phase, phase)}", completed=done, total=total)
+
+    return draw
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:
@@ -164,7 +180,8 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     typer.echo(
         f"encrypted {n} of {chosen['total']} slices ({chosen['mode']}) in {timing['total']:.2f} s on "
         f"{report['device']}: PGD {timing['pgd']:.2f} s in {report['pgd_batches']['calls']} call(s), "
-        f"I/O {timing['io']:.2f} s (key {report['key_fingerprint']})"
+        f"I/O {timing['io']:.2f} s (read {timing['read']:.2f}, write {timing['write']:.2f}, verify "
+        f"{timing['verify']:.2f}), measuring {timing['evaluate']:.2f} s (key {report['key_fingerprint']})"
     )
     if fid["psnr_db"]["min"] is not None:
         typer.echo(
@@ -196,6 +213,10 @@ def _print_batch_summary(summary: dict[str, Any], out: Path) -> None:
         f"batch: {summary['cases']} cases: {summary['encrypted']} encrypted, {summary['skipped']} skipped "
         f"(already done), {summary['failed']} failed, in {summary['seconds']:.1f} s"
     )
+    if summary["encrypted"]:
+        split = summary["timing_s"]
+        typer.echo(f"  time in encrypted cases: PGD {split['pgd']:.1f} s, I/O {split['io']:.1f} s, "
+                   f"measuring {split['evaluate']:.1f} s")
     for result in summary["results"]:
         for message in result["warnings"]:
             warn(f"case {result['case_id']}: {message}")

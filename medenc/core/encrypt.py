@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -182,6 +182,7 @@ class Encryptor:
         mapping: InputMapping | None = None,
         bounds: tuple[Bound, Bound] = (0.0, 1.0),
         generator: torch.Generator | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> Tensor:
         """Encrypt images with their true labels.
 
@@ -192,6 +193,8 @@ class Encryptor:
                 scaled to native units through its ``eps_scale``.
             bounds: valid native range: floats or per-image (N,) tensors.
             generator: random generator for PGD's random start.
+            progress: called after every PGD step with the number of images done so far (fractional:
+                a call of n images advances by n / steps per step); for a progress display.
 
         Returns:
             Encrypted images, same shape, dtype and device as ``x``.
@@ -199,7 +202,9 @@ class Encryptor:
         Shape:
             x: (N, C, H, W); labels: (N,); result: (N, C, H, W).
         """
-        return self.encrypt_with_details(x, labels, mapping=mapping, bounds=bounds, generator=generator).encrypted
+        return self.encrypt_with_details(
+            x, labels, mapping=mapping, bounds=bounds, generator=generator, progress=progress
+        ).encrypted
 
     def encrypt_with_details(
         self,
@@ -209,6 +214,7 @@ class Encryptor:
         mapping: InputMapping | None = None,
         bounds: tuple[Bound, Bound] = (0.0, 1.0),
         generator: torch.Generator | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> EncryptionResult:
         """Like :meth:`encrypt`, also returning the perturbed copies and their targets.
 
@@ -229,7 +235,8 @@ class Encryptor:
             real = index.shape[0]
             if self.compile and real < per_call < x.shape[0]:  # one shape for the compiled model: pad
                 index = torch.cat([index, index[-1:].expand(per_call - real)])
-            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator)[:real]
+            on_step = _step_progress(progress, start, real, self.key.pgd.steps)
+            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator, on_step)[:real]
             copies.append(chunk_copies)
             encrypted.append(self._combine(chunk_copies, labels[index[:real]]))
         return EncryptionResult(
@@ -246,6 +253,7 @@ class Encryptor:
         mapping: InputMapping | None,
         bounds: tuple[Bound, Bound],
         generator: torch.Generator | None,
+        on_step: Callable[[int], None] | None = None,
     ) -> Tensor:
         """Run one batched PGD call over all k copies of the images at ``index``.
 
@@ -283,6 +291,7 @@ class Encryptor:
             autocast_dtype=self.autocast_dtype,
             generator=generator,
             compile=self.compile,
+            on_step=on_step,
         )
         return adversarial.float().contiguous().view(index.shape[0], k, *x.shape[1:])
 
@@ -301,6 +310,15 @@ class Encryptor:
         if self.key.boxes is not None:
             boxes = torch.tensor(self.key.boxes, dtype=torch.float32)[labels].to(copies.device)
         return combine(self.key.combiner, copies, ratio=ratios, lam=self.key.mixup_lambda, boxes=boxes)
+
+
+def _step_progress(
+    progress: Callable[[float], None] | None, start: int, count: int, steps: int
+) -> Callable[[int], None] | None:
+    """An ``on_step`` for :func:`targeted_pgd` that reports images done: ``start`` plus a share of ``count``."""
+    if progress is None:
+        return None
+    return lambda done: progress(start + count * done / max(1, steps))
 
 
 def _select_bound(bound: Bound, index: Tensor, n: int, device: torch.device) -> Bound:

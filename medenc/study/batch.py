@@ -9,6 +9,7 @@ lists every case's status.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 BATCH_COLUMNS = ("case_id", "label", "image")
 OPTIONAL_COLUMNS = ("mask", "series")
 SUMMARY_NAME = "batch-summary.json"
+TIMED = ("pgd", "io", "evaluate")  # the time split summed over the encrypted cases
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ def encrypt_batch(
     precision: str = "auto",
     force: bool = False,
     on_case: Callable[[str, str, str | None], None] | None = None,
+    on_progress: Callable[[str, str, float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Encrypt every case of ``batch`` into ``out/<case_id>/``; return the summary (also written).
 
@@ -104,6 +107,8 @@ def encrypt_batch(
             skipped either way).
         on_case: called after each case with ``(case_id, status, message)``; status is ``encrypted``,
             ``skipped`` or ``failed``.
+        on_progress: called with ``(case_id, phase, done, total)`` while a case is encrypted (see
+            :data:`medenc.study.encrypt.Progress`).
 
     Returns:
         The summary: counts, and per case its status, output folder, error and seconds.
@@ -149,8 +154,10 @@ def encrypt_batch(
                             "missing since it was written); encrypting the case again",
                             stacklevel=1,
                         )
-                    run_study(request, session, force=force or state == "damaged")
+                    progress = None if on_progress is None else functools.partial(on_progress, case.case_id)
+                    report = run_study(request, session, force=force or state == "damaged", progress=progress)
                     entry["status"] = "encrypted"
+                    entry["timing_s"] = {name: report["timing_s"][name] for name in TIMED}
             entry["warnings"] = [str(w.message) for w in caught]
         except MedencError as error:
             entry.update(status="failed", error=str(error))
@@ -173,6 +180,7 @@ def encrypt_batch(
         "key_fingerprint": session.key.fingerprint(),
         "device": str(session.encryptor.device),
         "seconds": round(time.perf_counter() - started, 3),
+        "timing_s": {name: round(sum(r.get("timing_s", {}).get(name, 0.0) for r in results), 3) for name in TIMED},
         "results": results,
     }
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")

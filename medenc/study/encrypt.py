@@ -15,7 +15,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from medenc.io import Volume
 
 SERIES_DIR = "series"
+#: PGD samples (slices x targets) per call on a CPU: as many as keep samples x pixels under this
+#: (a whole 64x64 study of 256 slices, 64 slices at 128x128, 8 samples at 512x512)
+CPU_BATCH_PIXELS = 1 << 21
+#: ``progress(phase, done, total)``: phase ``"read"``, ``"pgd"``, ``"measure"`` or ``"write"``; PGD and
+#: measuring count slices (PGD in fractions of a slice, step by step), the others count 0 then 1
+Progress = Callable[[str, float, float], None]
 
 
 @dataclass
@@ -70,8 +76,8 @@ def open_session(
         model: base model checkpoint (must carry its ``Preprocess``).
         key: key file; read only; a warning if group or others may read it.
         device: PGD device (default: CUDA if available).
-        batch_size: PGD samples (slices x targets) per call; None: on CUDA all slices of a study in
-            one call, halved on out-of-memory; 64 on CPU.
+        batch_size: PGD samples (slices x targets) per call; None: all slices of a study in one call
+            (on CUDA, halved on out-of-memory; on a CPU, up to :data:`CPU_BATCH_PIXELS` pixels per call).
         precision: ``fp32``, ``bf16`` or ``auto``.
     """
     from medenc.core.encrypt import Encryptor
@@ -106,8 +112,11 @@ def encrypt_study(
     batch_size: int | None = None,
     precision: str = "auto",
     force: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Encrypt one study into ``out`` (atomically) and return its report (also ``out/report.json``).
+
+    ``progress(phase, done, total)`` is called as the work goes (see :data:`Progress`).
 
     Raises:
         InputError: a bad study, mask, model, key, label or output path (checked before any PGD).
@@ -124,7 +133,7 @@ def encrypt_study(
     )
     check_request(request, force=force, protected=(Path(model), Path(key)))  # cheap checks before loading
     session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
-    return run_study(request, session, force=force, count_loading=True)
+    return run_study(request, session, force=force, count_loading=True, progress=progress)
 
 
 def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
@@ -144,7 +153,12 @@ def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
 
 
 def run_study(
-    request: StudyRequest, session: Session, *, force: bool = False, count_loading: bool = False
+    request: StudyRequest,
+    session: Session,
+    *,
+    force: bool = False,
+    count_loading: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Encrypt one study with a loaded session; validate everything before any PGD or write.
 
@@ -153,6 +167,7 @@ def run_study(
         session: the loaded model, key and encryptor.
         force: replace an existing ``request.out``.
         count_loading: add the session's loading time to the report's timing (single-study runs).
+        progress: called with ``(phase, done, total)`` as the work goes (see :data:`Progress`).
 
     Returns:
         The report, also written to ``request.out / "report.json"``.
@@ -161,6 +176,8 @@ def run_study(
     from medenc.io import read_image, read_mask, write_like
 
     started = time.perf_counter()
+    report_progress: Progress = progress or (lambda phase, done, total: None)
+    report_progress("read", 0, 1)
     timing: dict[str, float] = {}
     classes = tuple(session.base.info.classes)
     check_request(request, classes, force=force, protected=(session.base.path, session.key_path))
@@ -182,14 +199,19 @@ def run_study(
     timing["read"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    encrypted, pgd = _encrypt(volume, session, request.label, selected)
+    n = len(selected)
+    report_progress("pgd", 0, n)
+    encrypted, pgd = _encrypt(volume, session, request.label, selected, lambda done: report_progress("pgd", done, n))
     timing["pgd"] = time.perf_counter() - mark
     mark = time.perf_counter()
     written = volume.quantize(encrypted)
-    per_slice = slice_metrics(volume, written, selected, session, tumor)
+    per_slice = slice_metrics(
+        volume, written, selected, session, tumor, progress=lambda done: report_progress("measure", done, n)
+    )
     timing["evaluate"] = time.perf_counter() - mark
 
     with atomic_directory(request.out, force=force) as tmp:
+        report_progress("write", 0, 1)
         mark = time.perf_counter()
         name = SERIES_DIR if volume.format == "dicom" else _nifti_name(volume.source)
         write_like(volume, encrypted, tmp / name, slices=sharing.write)
@@ -213,6 +235,7 @@ def run_study(
         report["warnings"] = [str(w.message) for w in caught]
         if sharing.warning():
             report["warnings"].append(sharing.warning())
+        report_progress("write", 1, 1)
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     for w in caught:  # pass them on to the caller (the CLI prints them)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -228,6 +251,7 @@ def encrypt_volume(
     *,
     slices: Sequence[int],
     preprocess: Any,
+    progress: Callable[[float], None] | None = None,
 ) -> np.ndarray:
     """Encrypt axial slices of a volume on its native grid, within its stored range.
 
@@ -237,6 +261,7 @@ def encrypt_volume(
         labels: the true class (index or name) of the volume, or one per slice.
         slices: canonical axial indices to encrypt.
         preprocess: the model's :class:`medenc.core.mapping.Preprocess` (native -> model input).
+        progress: called with the number of slices done (fractional, after every PGD step).
 
     Returns:
         A copy of ``volume.voxels`` with the slices encrypted (not yet quantized: :meth:`Volume.quantize`
@@ -252,7 +277,7 @@ def encrypt_volume(
         labels = [labels] * len(slices)
     x = torch.from_numpy(volume.slice_batch(slices).astype(np.float32))
     lo, hi = (torch.from_numpy(b.astype(np.float32)[:, None]) for b in volume.bounds(slices))
-    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi))
+    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi), progress=progress)
     return volume.with_slices(slices, encrypted.detach().cpu().numpy().astype(volume.voxels.dtype))
 
 
@@ -260,18 +285,22 @@ def _nifti_name(source: Path) -> str:
     return "image.nii" if source.name.lower().endswith(".nii") else "image.nii.gz"
 
 
-def _encrypt(volume: Any, session: Session, label: str, selected: list[int]) -> tuple[np.ndarray, dict[str, Any]]:
-    """PGD over the selected slices: on CUDA in as few calls as memory allows (halving on out-of-memory)."""
+def _encrypt(
+    volume: Any, session: Session, label: str, selected: list[int], progress: Callable[[float], None] | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """PGD over the selected slices in as few calls as memory allows (on CUDA: halving on out-of-memory)."""
     import torch
 
     encryptor = session.encryptor
     k = session.key.num_targets
     cuda = encryptor.device.type == "cuda"
     if session.auto_batch:
-        encryptor.batch_size = len(selected) * k if cuda else 64
+        encryptor.batch_size = len(selected) * k if cuda else cpu_batch_size(volume, session, len(selected))
     while True:
         try:
-            result = encrypt_volume(volume, encryptor, label, slices=selected, preprocess=session.base.preprocess)
+            result = encrypt_volume(
+                volume, encryptor, label, slices=selected, preprocess=session.base.preprocess, progress=progress
+            )
             break
         except torch.cuda.OutOfMemoryError:
             if not (cuda and session.auto_batch) or encryptor.batch_size <= k:
@@ -284,3 +313,10 @@ def _encrypt(volume: Any, session: Session, label: str, selected: list[int]) -> 
         "slices_per_call": min(per_call, len(selected)),
         "samples": len(selected) * k,
     }
+
+
+def cpu_batch_size(volume: Any, session: Session, slices: int) -> int:
+    """PGD samples per call on a CPU: every slice x target of the study, up to :data:`CPU_BATCH_PIXELS` pixels."""
+    k = session.key.num_targets
+    pixels = max(volume.shape[1] * volume.shape[2], math.prod(session.base.preprocess.size))
+    return max(k, min(slices * k, (CPU_BATCH_PIXELS // pixels) // k * k))
