@@ -720,3 +720,21 @@ def test_the_cli_draws_each_phase_with_its_total() -> None:
         {"description": "s1: PGD (slices)", "completed": 37.5, "total": 150},
         {"description": "s1: writing", "completed": 1, "total": 1},
     ]
+
+
+def test_coherent_slices_make_one_smooth_field_through_the_plane(env: dict[str, Any], tmp_path: Path) -> None:
+    case = _case(env, 1)
+    result = _encrypt(env, case["dicom"], tmp_path / "out", "--coherent-slices", "4", label=case["label"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["request"]["coherent_slices"] == 4 and report["pgd_batches"]["calls"] == 1
+    source = read_image(case["dicom"]).voxels.astype(float)
+    delta = read_image(tmp_path / "out" / "series").voxels.astype(float) - source
+    margin = np.abs(delta[:5]).max()  # pixels that no bound (1..4095 here) clips on slices 0..4 (knots at 0 and 4)
+    inside = ((source[:5] > 1 + margin) & (source[:5] < 4095 - margin)).all(axis=0)
+    assert inside.sum() > 100 and np.abs(delta[0][inside]).max() > 5
+    for z in (1, 2, 3):  # linear between the knots, up to the rounding to stored integers
+        expected = ((4 - z) * delta[0] + z * delta[4]) / 4
+        assert np.abs(delta[z] - expected)[inside].max() <= 1.5
+    bad = _encrypt(env, case["dicom"], tmp_path / "bad", "--coherent-slices", "0", label=case["label"])
+    assert bad.exit_code == 2 and "--coherent-slices must be >= 1" in bad.output

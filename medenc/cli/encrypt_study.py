@@ -44,6 +44,14 @@ def encrypt_study_command(
             "Unsafe: a thief trains on them. Recorded in report.json and given as a warning.",
         ),
     ] = False,
+    coherent_slices: Annotated[
+        int,
+        typer.Option(
+            "--coherent-slices",
+            help="Hardening against through-plane averaging: the perturbations of adjacent slices form one smooth "
+            "field, optimised jointly, knots every N slices (1: each slice on its own).",
+        ),
+    ] = 1,
     only_selected: Annotated[
         bool, typer.Option("--only-selected", hidden=True, help="Kept for old scripts: now the default.")
     ] = False,
@@ -84,7 +92,8 @@ def encrypt_study_command(
                 fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
             with progress_bars() as bars:
                 summary = _run_batch(
-                    batch, model, key, out, slices, allow_original_slices, device, batch_size, precision, force, bars
+                    batch, model, key, out, slices, allow_original_slices, coherent_slices, device, batch_size,
+                    precision, force, bars,
                 )
         else:
             if label is None:
@@ -103,6 +112,7 @@ def encrypt_study_command(
                     slices=slices,
                     series=series,
                     allow_original_slices=allow_original_slices,
+                    coherent_slices=coherent_slices,
                     device=device,
                     batch_size=batch_size,
                     precision=precision,
@@ -126,6 +136,7 @@ def _run_batch(
     out: Path,
     slices: str,
     allow_original_slices: bool,
+    coherent_slices: int,
     device: str | None,
     batch_size: int | None,
     precision: str,
@@ -150,6 +161,7 @@ def _run_batch(
         out=out,
         slices=slices,
         allow_original_slices=allow_original_slices,
+        coherent_slices=coherent_slices,
         device=device,
         batch_size=batch_size,
         precision=precision,

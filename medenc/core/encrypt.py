@@ -245,6 +245,31 @@ class Encryptor:
             targets=targets,
         )
 
+    def encrypt_coherent(
+        self,
+        x: Tensor,
+        labels: Tensor | Sequence[int] | Sequence[str],
+        *,
+        positions: Sequence[float] | Tensor,
+        spacing: int,
+        mapping: InputMapping | None = None,
+        bounds: tuple[Bound, Bound] = (0.0, 1.0),
+        progress: Callable[[float], None] | None = None,
+    ) -> EncryptionResult:
+        """Encrypt the slices of one volume with perturbations coherent through the plane (hardening).
+
+        One PGD call over all slices x targets: each target's perturbation is a smooth field through the
+        plane, knots every ``spacing`` slices, linear in between; see :mod:`medenc.core.coherent`.
+
+        Shape:
+            x: (N, C, H, W); labels: (N,); positions: (N,); result.encrypted: (N, C, H, W).
+        """
+        from medenc.core.coherent import encrypt_coherent
+
+        return encrypt_coherent(
+            self, x, labels, positions=positions, spacing=spacing, mapping=mapping, bounds=bounds, progress=progress
+        )
+
     def _perturb(
         self,
         x: Tensor,

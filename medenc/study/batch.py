@@ -84,6 +84,7 @@ def encrypt_batch(
     out: str | Path,
     slices: str = DEFAULT_SLICES,
     allow_original_slices: bool = False,
+    coherent_slices: int = 1,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
@@ -100,6 +101,7 @@ def encrypt_batch(
         out: the batch output folder (may exist: finished cases are skipped).
         slices: ``all`` (default), ``largest`` or ``tumor`` for every case.
         allow_original_slices: also write the slices that are not encrypted, with their original pixels.
+        coherent_slices: hardening: perturbations coherent through the plane, knots every that many slices.
         device: PGD device.
         batch_size: PGD samples per call (None: automatic, see :func:`medenc.study.encrypt.open_session`).
         precision: ``fp32``, ``bf16`` or ``auto``.
@@ -138,6 +140,7 @@ def encrypt_batch(
             slices=slices,
             series=case.series,
             allow_original_slices=allow_original_slices,
+            coherent_slices=coherent_slices,
         )
         entry: dict[str, Any] = {"case_id": case.case_id, "out": str(request.out), "error": None, "warnings": []}
         try:

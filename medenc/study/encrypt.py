@@ -108,6 +108,7 @@ def encrypt_study(
     slices: str = DEFAULT_SLICES,
     series: str | None = None,
     allow_original_slices: bool = False,
+    coherent_slices: int = 1,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
@@ -130,6 +131,7 @@ def encrypt_study(
         slices=slices,
         series=series,
         allow_original_slices=allow_original_slices,
+        coherent_slices=coherent_slices,
     )
     check_request(request, force=force, protected=(Path(model), Path(key)))  # cheap checks before loading
     session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
@@ -147,6 +149,7 @@ def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
         "slices": request.slices,
         "series": request.series,
         "allow_original_slices": request.allow_original_slices,
+        "coherent_slices": request.coherent_slices,
         "model_sha256": session.model_sha256,
         "key_fingerprint": session.key.fingerprint(),
     }
@@ -201,7 +204,9 @@ def run_study(
     mark = time.perf_counter()
     n = len(selected)
     report_progress("pgd", 0, n)
-    encrypted, pgd = _encrypt(volume, session, request.label, selected, lambda done: report_progress("pgd", done, n))
+    encrypted, pgd = _encrypt(
+        volume, session, request, selected, lambda done: report_progress("pgd", done, n)
+    )
     timing["pgd"] = time.perf_counter() - mark
     mark = time.perf_counter()
     written = volume.quantize(encrypted)
@@ -252,6 +257,7 @@ def encrypt_volume(
     slices: Sequence[int],
     preprocess: Any,
     progress: Callable[[float], None] | None = None,
+    coherent_slices: int = 1,
 ) -> np.ndarray:
     """Encrypt axial slices of a volume on its native grid, within its stored range.
 
@@ -262,6 +268,8 @@ def encrypt_volume(
         slices: canonical axial indices to encrypt.
         preprocess: the model's :class:`medenc.core.mapping.Preprocess` (native -> model input).
         progress: called with the number of slices done (fractional, after every PGD step).
+        coherent_slices: > 1: perturbations coherent through the plane, knots every that many slices, all
+            slices in one PGD call (one label for all; :meth:`Encryptor.encrypt_coherent`).
 
     Returns:
         A copy of ``volume.voxels`` with the slices encrypted (not yet quantized: :meth:`Volume.quantize`
@@ -277,7 +285,13 @@ def encrypt_volume(
         labels = [labels] * len(slices)
     x = torch.from_numpy(volume.slice_batch(slices).astype(np.float32))
     lo, hi = (torch.from_numpy(b.astype(np.float32)[:, None]) for b in volume.bounds(slices))
-    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi), progress=progress)
+    options = {"mapping": preprocess.mapping(x), "bounds": (lo, hi), "progress": progress}
+    if coherent_slices > 1:
+        encrypted = encryptor.encrypt_coherent(
+            x, list(labels), positions=slices, spacing=coherent_slices, **options
+        ).encrypted
+    else:
+        encrypted = encryptor.encrypt(x, list(labels), **options)
     return volume.with_slices(slices, encrypted.detach().cpu().numpy().astype(volume.voxels.dtype))
 
 
@@ -286,9 +300,16 @@ def _nifti_name(source: Path) -> str:
 
 
 def _encrypt(
-    volume: Any, session: Session, label: str, selected: list[int], progress: Callable[[float], None] | None = None
+    volume: Any,
+    session: Session,
+    request: StudyRequest,
+    selected: list[int],
+    progress: Callable[[float], None] | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
-    """PGD over the selected slices in as few calls as memory allows (on CUDA: halving on out-of-memory)."""
+    """PGD over the selected slices in as few calls as memory allows (on CUDA: halving on out-of-memory).
+
+    With ``request.coherent_slices > 1`` all slices go in one call (they are optimised jointly).
+    """
     import torch
 
     encryptor = session.encryptor
@@ -299,7 +320,13 @@ def _encrypt(
     while True:
         try:
             result = encrypt_volume(
-                volume, encryptor, label, slices=selected, preprocess=session.base.preprocess, progress=progress
+                volume,
+                encryptor,
+                request.label,
+                slices=selected,
+                preprocess=session.base.preprocess,
+                progress=progress,
+                coherent_slices=request.coherent_slices,
             )
             break
         except torch.cuda.OutOfMemoryError:
@@ -307,7 +334,7 @@ def _encrypt(
                 raise
             encryptor.batch_size = max(k, encryptor.batch_size // 2)
             torch.cuda.empty_cache()
-    per_call = max(1, encryptor.batch_size // k)
+    per_call = len(selected) if request.coherent_slices > 1 else max(1, encryptor.batch_size // k)
     return result, {
         "calls": math.ceil(len(selected) / per_call),
         "slices_per_call": min(per_call, len(selected)),

@@ -31,6 +31,9 @@ class StudyRequest:
         allow_original_slices: also write the slices that are not encrypted, with their original pixels
             (a complete volume). Off by default: only encrypted slices are written, so the output
             never carries an original slice (see ``docs/encrypt-study.md``, "Sharing modes").
+        coherent_slices: hardening against through-plane averaging: the perturbations of adjacent slices
+            form one smooth field, optimised jointly, with knots every ``coherent_slices`` slices
+            (:mod:`medenc.core.coherent`); 1 (the default) perturbs each slice on its own.
     """
 
     study: Path
@@ -40,6 +43,7 @@ class StudyRequest:
     slices: str = DEFAULT_SLICES
     series: str | None = None
     allow_original_slices: bool = False
+    coherent_slices: int = 1
 
 
 def check_request(
@@ -60,6 +64,8 @@ def check_request(
     """
     if request.slices not in SLICE_MODES:
         raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {request.slices!r}")
+    if request.coherent_slices < 1:
+        raise InputError(f"--coherent-slices must be >= 1, got {request.coherent_slices}")
     if request.mask is None and request.slices != "all":
         raise InputError(
             f"--slices {request.slices} needs a tumor mask", request.study, tip="pass --mask MASK, or use --slices all"
