@@ -27,7 +27,7 @@ from torch.nn import functional as F
 from medenc.core.pgd import _TINY, _bound, _flat_norm, frozen, project
 
 if TYPE_CHECKING:  # pragma: no cover
-    from medenc.core.encrypt import EncryptionResult, Encryptor
+    from medenc.core.encrypt import Encryptor
 
 
 def interpolation_weights(positions: Sequence[float] | Tensor, spacing: int) -> Tensor:
@@ -174,7 +174,7 @@ def encrypt_coherent(
     mapping: Any = None,
     bounds: tuple[float | Tensor, float | Tensor] = (0.0, 1.0),
     progress: Callable[[float], None] | None = None,
-) -> EncryptionResult:
+) -> tuple[Tensor, Tensor, Tensor]:
     """Encrypt the slices of one volume with perturbations coherent through the plane, in one PGD call.
 
     Each of the key's k targets gets its own smooth field (knots every ``spacing`` slices); the copies
@@ -190,11 +190,12 @@ def encrypt_coherent(
         bounds: valid native range: floats or per-slice tensors.
         progress: called with the number of slices done (fractional) after each PGD step.
 
-    Shape:
-        x: (N, C, H, W); labels: (N,); result.encrypted: (N, C, H, W); result.copies: (N, k, C, H, W).
-    """
-    from medenc.core.encrypt import EncryptionResult, _select_bound
+    Returns:
+        ``(encrypted, copies, targets)``, as :class:`medenc.core.encrypt.EncryptionResult` holds them.
 
+    Shape:
+        x: (N, C, H, W); labels: (N,); encrypted: (N, C, H, W); copies: (N, k, C, H, W); targets: (N, k).
+    """
     labels = encryptor.label_indices(labels)
     n, k = x.shape[0], encryptor.key.num_targets
     if labels.shape[0] != n or bool((labels != labels[0]).any()):
@@ -214,7 +215,8 @@ def encrypt_coherent(
         scale = selected.eps_scale(settings.norm).to(encryptor.device)
         eps, step = settings.eps * scale, settings.step * scale
         transform = selected.to(encryptor.device) if hasattr(selected, "to") else selected
-    low, high = (_select_bound(b, repeat, n, encryptor.device) for b in bounds)
+    low, high = (b.to(encryptor.device)[repeat.to(encryptor.device)] if torch.is_tensor(b) and b.ndim else float(b)
+                 for b in bounds)
     adversarial = coherent_pgd(
         encryptor.attacked_model,
         batch,
@@ -232,8 +234,4 @@ def encrypt_coherent(
     )
     copies = adversarial.float().view(n, k, *x.shape[1:])
     encrypted = encryptor._combine(copies, labels)
-    return EncryptionResult(
-        encrypted=encrypted.to(device=x.device, dtype=x.dtype),
-        copies=copies.to(device=x.device, dtype=x.dtype),
-        targets=targets,
-    )
+    return encrypted.to(device=x.device, dtype=x.dtype), copies.to(device=x.device, dtype=x.dtype), targets

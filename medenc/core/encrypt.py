@@ -266,9 +266,12 @@ class Encryptor:
         """
         from medenc.core.coherent import encrypt_coherent
 
-        return encrypt_coherent(
+        if any(isinstance(b, Tensor) and b.ndim >= 1 and b.shape[0] != x.shape[0] for b in bounds):
+            raise ValueError(f"per-image bounds must have {x.shape[0]} entries")
+        encrypted, copies, targets = encrypt_coherent(
             self, x, labels, positions=positions, spacing=spacing, mapping=mapping, bounds=bounds, progress=progress
         )
+        return EncryptionResult(encrypted=encrypted, copies=copies, targets=targets)
 
     def _perturb(
         self,
