@@ -43,6 +43,7 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     common = dict(model=root / "model.pt", key=root / "key.json", device="cpu")
     encrypt_batch(manifest, out=root / "shared-default", **common)
     encrypt_batch(manifest, out=root / "shared-old", slices="largest", allow_original_slices=True, **common)
+    encrypt_batch(manifest, out=root / "shared-coherent", coherent_slices=4, **common)
     yield {"root": root, "manifest": manifest, "rows": list(csv.DictReader(manifest.open())), **common}
     torch.set_num_threads(threads)
 
@@ -137,3 +138,12 @@ def test_studies_mode_errors(shared: dict[str, Any], tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     result = runner.invoke(app, [str(a) for a in [*base, "--studies", tmp_path / "empty"]])
     assert result.exit_code == 2 and "no encrypt-study report.json" in result.output and not (tmp_path / "r").exists()
+
+
+def test_coherent_sharing_keeps_the_perturbation_through_averaging(shared: dict[str, Any], tmp_path: Path) -> None:
+    kept = {}
+    for which in ("shared-default", "shared-coherent"):
+        report = _evaluate(shared, which, tmp_path / which, thieves="mean:3")
+        kept[which] = report["table"]["through-plane mean of 3"]["smallcnn"]["perturbation_kept"]
+        assert report["volume"]["shared"]["coherent_slices"] == [4 if which == "shared-coherent" else 1]
+    assert 0 < kept["shared-default"] < kept["shared-coherent"] and kept["shared-coherent"] > 0.9, kept

@@ -239,16 +239,22 @@ def through_plane(volume: np.ndarray, present: np.ndarray, index: int, window: i
     return stack.mean(axis=0) if how == "mean" else np.median(stack, axis=0)
 
 
-def thief_data(thief: VolumeThief, data: StudyEvalData) -> tuple[tuple[Tensor, Tensor] | None, dict[str, Any]]:
+def thief_data(
+    thief: VolumeThief, data: StudyEvalData
+) -> tuple[tuple[Tensor, Tensor] | None, dict[str, Any], dict[str, float]]:
     """The thief's training set and test sets for one volume row (``None``: nothing to train on).
 
     Returns:
-        ``(train, tests)``: train ``(x, y)`` or ``None``; tests ``{"original_test": ..., "encrypted_test": ...}``.
+        ``(train, tests, measures)``: train ``(x, y)`` or ``None``; tests ``{"original_test": ...,
+        "encrypted_test": ...}``; for the averaging rows ``measures["perturbation_kept"]``, the share of the
+        perturbation's L2 norm on the training studies' largest-tumor slices that the filter leaves
+        (filtered shared minus filtered original, over shared minus original; 1 = untouched).
     """
     train_cases = [c for c in data.cases if c.split == "train"]
     tests: dict[str, Any] = {"original_test": data.clean_test, "encrypted_test": data.enc_test}
     images: list[np.ndarray] = []
     labels: list[int] = []
+    measures: dict[str, float] = {}
     if thief.name == "neighbours":
         for c in train_cases:
             encrypted = np.flatnonzero(c.present & ~c.unencrypted)
@@ -262,14 +268,18 @@ def thief_data(thief: VolumeThief, data: StudyEvalData) -> tuple[tuple[Tensor, T
             labels += [c.label] * int(c.present.sum())
     else:
         window, how = int(thief.param or 3), thief.name
-        averaged = 0
+        kept = []
         for c in train_cases:
             filtered = through_plane(c.shared, c.present, c.largest, window, how)
-            averaged += filtered is not None
             images.append(c.shared[c.largest] if filtered is None else filtered)
             labels.append(c.label)
-        if not averaged:
-            return None, tests
+            if filtered is not None:
+                change = np.linalg.norm(c.shared[c.largest] - c.original[c.largest])
+                same_filter = through_plane(c.original, c.present, c.largest, window, how)
+                kept.append(np.linalg.norm(filtered - same_filter) / change if change > 0 else 1.0)
+        if not kept:
+            return None, tests, measures
+        measures["perturbation_kept"] = round(float(np.mean(kept)), 4)
         test_cases = [c for c in data.cases if c.split == "test"]
         for name, which in (("original_test", "original"), ("encrypted_test", "shared")):
             slices = []
@@ -279,8 +289,8 @@ def thief_data(thief: VolumeThief, data: StudyEvalData) -> tuple[tuple[Tensor, T
                 slices.append(volume[c.largest] if filtered is None else filtered)
             tests[name] = (model_inputs(np.stack(slices), data.size), tests[name][1])
     if not images:
-        return None, tests
-    return (model_inputs(np.stack(images), data.size), torch.tensor(labels)), tests
+        return None, tests, measures
+    return (model_inputs(np.stack(images), data.size), torch.tensor(labels)), tests, measures
 
 
 def run_volume_thief(
@@ -293,13 +303,13 @@ def run_volume_thief(
     """
     from medenc.learn.victims import score, train_victim
 
-    train, tests = thief_data(thief, data)
+    train, tests, measures = thief_data(thief, data)
     if train is None:
         return {"original_test": None, "encrypted_test": None, "train_images": 0, "note": NONE_AVAILABLE}, None
     model = train_victim(arch, *train, len(data.classes), settings, progress=progress)
     result: dict[str, Any] = dict(score(model, tests, settings.device)[0])
     result["train_images"] = int(train[1].numel())
-    return result, model
+    return {**result, **measures}, model
 
 
 def sharing_summary(data: StudyEvalData) -> dict[str, Any]:
@@ -351,8 +361,10 @@ def volume_section(report: dict[str, Any]) -> list[str]:
                 cells.append(r.get("note", "-"))
                 continue
             se = standard_error(r["original_test"], n)
-            cells.append(f"{r['original_test']:.1%} ± {se:.1%}" + (f" (n train {r['train_images']})"
-                                                                  if "train_images" in r else ""))
+            notes = [f"n train {r['train_images']}"] if "train_images" in r else []
+            if "perturbation_kept" in r:
+                notes.append(f"perturbation kept {r['perturbation_kept']:.0%}")
+            cells.append(f"{r['original_test']:.1%} ± {se:.1%}" + (f" ({', '.join(notes)})" if notes else ""))
         rows.append(cells)
     return [
         "## The thief who holds volumes",
