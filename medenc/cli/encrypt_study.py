@@ -62,7 +62,7 @@ def encrypt_study_command(
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="PGD samples (slices x targets) per call; default: all of a study on CUDA, 64 on CPU."),
+        typer.Option(help="PGD samples (slices x targets) per call; default: all of a study (CPU: up to 2^21 pixels)."),
     ] = None,
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
