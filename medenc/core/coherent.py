@@ -205,18 +205,8 @@ def encrypt_coherent(
     mix = torch.kron(interpolation_weights(positions, spacing), torch.eye(k))  # copy j of each slice: own field
     if mix.shape[0] != n * k:
         raise ValueError(f"{len(positions)} positions for {n} slices")
-    batch = x[repeat.to(x.device)].to(encryptor.device, dtype=torch.float32)
     settings = encryptor.key.pgd
-    eps: float | Tensor = settings.eps
-    step: float | Tensor = settings.step
-    transform = None
-    if mapping is not None:
-        selected = mapping.select(repeat)
-        scale = selected.eps_scale(settings.norm).to(encryptor.device)
-        eps, step = settings.eps * scale, settings.step * scale
-        transform = selected.to(encryptor.device) if hasattr(selected, "to") else selected
-    low, high = (b.to(encryptor.device)[repeat.to(encryptor.device)] if torch.is_tensor(b) and b.ndim else float(b)
-                 for b in bounds)
+    batch, eps, step, transform, (low, high) = encryptor.pgd_inputs(x, repeat, mapping, bounds)
     adversarial = coherent_pgd(
         encryptor.attacked_model,
         batch,

@@ -11,7 +11,7 @@ import copy
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -266,8 +266,6 @@ class Encryptor:
         """
         from medenc.core.coherent import encrypt_coherent
 
-        if any(isinstance(b, Tensor) and b.ndim >= 1 and b.shape[0] != x.shape[0] for b in bounds):
-            raise ValueError(f"per-image bounds must have {x.shape[0]} entries")
         encrypted, copies, targets = encrypt_coherent(
             self, x, labels, positions=positions, spacing=spacing, mapping=mapping, bounds=bounds, progress=progress
         )
@@ -290,20 +288,9 @@ class Encryptor:
         """
         k = self.key.num_targets
         repeat = index.repeat_interleave(k)  # image i's copies are contiguous
-        batch = x[repeat.to(x.device)].to(self.device, dtype=torch.float32)
-        if self.channels_last and batch.ndim == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
         target = targets[index].reshape(-1).to(self.device)
         settings = self.key.pgd
-        eps: float | Tensor = settings.eps
-        step: float | Tensor = settings.step
-        transform = None
-        if mapping is not None:
-            selected = mapping.select(repeat)
-            scale = selected.eps_scale(settings.norm).to(self.device)
-            eps, step = settings.eps * scale, settings.step * scale
-            transform = selected.to(self.device) if hasattr(selected, "to") else selected
-        low, high = (_select_bound(b, repeat, x.shape[0], self.device) for b in bounds)
+        batch, eps, step, transform, (low, high) = self.pgd_inputs(x, repeat, mapping, bounds)
         adversarial = targeted_pgd(
             self.attacked_model,
             batch,
@@ -322,6 +309,33 @@ class Encryptor:
             on_step=on_step,
         )
         return adversarial.float().contiguous().view(index.shape[0], k, *x.shape[1:])
+
+    def pgd_inputs(
+        self, x: Tensor, repeat: Tensor, mapping: InputMapping | None, bounds: tuple[Bound, Bound]
+    ) -> tuple[Tensor, Any, Any, Any, tuple[Bound, Bound]]:
+        """The PGD batch of the images ``repeat`` picks (each image once per copy), on the PGD device.
+
+        Returns:
+            ``(batch, eps, step, input_transform, bounds)``: eps and step per sample in native units
+            when ``mapping`` is given (its ``eps_scale``), else the key's floats.
+
+        Shape:
+            x: (N, C, H, W); repeat: (M,) indices into x; batch: (M, C, H, W) float32.
+        """
+        batch = x[repeat.to(x.device)].to(self.device, dtype=torch.float32)
+        if self.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        settings = self.key.pgd
+        eps: float | Tensor = settings.eps
+        step: float | Tensor = settings.step
+        transform = None
+        if mapping is not None:
+            selected = mapping.select(repeat)
+            scale = selected.eps_scale(settings.norm).to(self.device)
+            eps, step = settings.eps * scale, settings.step * scale
+            transform = selected.to(self.device) if hasattr(selected, "to") else selected
+        low, high = (_select_bound(b, repeat, x.shape[0], self.device) for b in bounds)
+        return batch, eps, step, transform, (low, high)
 
     def _combine(self, copies: Tensor, labels: Tensor) -> Tensor:
         """Join each image's copies with its class's ratio / box.
