@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -164,7 +165,8 @@ def test_largest_slice_of_a_dicom_study(env: dict[str, Any], tmp_path: Path) -> 
         assert [str(probe.resolve())] == WRITE_OPENS
         WATCHED = [Path(p).resolve() for p in (case["dicom"], case["mask"], env["model"], env["key"])]
         WRITE_OPENS.clear()
-        result = _encrypt(env, case["dicom"], tmp_path / "out", "--mask", case["mask"])
+        flags = ("--mask", case["mask"], "--slices", "largest", "--allow-original-slices")
+        result = _encrypt(env, case["dicom"], tmp_path / "out", *flags)
     finally:
         WATCHED = None
     assert result.exit_code == 0, result.output
@@ -180,7 +182,7 @@ def test_largest_slice_of_a_dicom_study(env: dict[str, Any], tmp_path: Path) -> 
         "encrypted": [k],
         "total": 9,
         "copied_unchanged": 8,
-        "only_selected": False,
+        "allow_original_slices": True,
     }
     (row,) = report["per_slice"]
     assert row["index"] == k and row["tumor_voxels"] > 0
@@ -189,6 +191,17 @@ def test_largest_slice_of_a_dicom_study(env: dict[str, Any], tmp_path: Path) -> 
     assert 20 < row["psnr_db"] < 80 and 0.5 < row["ssim"] < 1 and row["linf_stored"] >= 1
     assert row["l2_model"] <= math.sqrt(2) * EPS * 1.25  # two halves, each within eps (resize makes it approximate)
     assert report["key_fingerprint"] == env["key_obj"].fingerprint()
+    tumor = read_mask(case["mask"], like=volume)
+    with_tumor = sum(bool(tumor[z].any()) for z in range(9) if z != k)
+    assert report["sharing"] == {
+        "allow_original_slices": True,
+        "unencrypted_slices_written": 8,
+        "unencrypted_slices": [z for z in range(9) if z != k],
+        "unencrypted_slices_with_tumor": with_tumor,
+        "slices_left_out": 0,
+    }
+    warning = f"--allow-original-slices: wrote 8 unencrypted slice(s) with their original pixels ({with_tumor} of them"
+    assert warning in " ".join(result.output.split()) and warning in report["warnings"][-1]
     assert report["input"]["series_uid"] == str(volume.info["series_uid"])
     assert report["timing_s"]["pgd"] > 0 and report["timing_s"]["io"] > 0
     assert set(report["versions"]) >= {"medenc", "torch", "pydicom", "nibabel", "numpy"}
@@ -217,29 +230,33 @@ def test_largest_slice_of_a_dicom_study(env: dict[str, Any], tmp_path: Path) -> 
         assert b"targets" not in path.read_bytes()
 
 
-@pytest.mark.parametrize(("mode", "only_selected"), [("tumor", False), ("all", False), ("tumor", True)])
-def test_slice_modes(env: dict[str, Any], tmp_path: Path, mode: str, only_selected: bool) -> None:
+@pytest.mark.parametrize(("mode", "allow_original"), [("tumor", True), ("all", False), ("tumor", False)])
+def test_slice_modes(env: dict[str, Any], tmp_path: Path, mode: str, allow_original: bool) -> None:
     from medenc.study.encrypt import encrypt_study
 
     case = _case(env, 1)
     volume = read_image(case["dicom"])
     tumor = read_mask(case["mask"], like=volume)
-    report = encrypt_study(
-        case["dicom"],
-        model=env["model"],
-        key=env["key"],
-        label=case["label"],
-        out=tmp_path / "out",
-        mask=case["mask"] if mode == "tumor" else None,
-        slices=mode,
-        only_selected=only_selected,
-        device="cpu",
-    )
     expected = tumor_slices(tumor) if mode == "tumor" else list(range(9))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = encrypt_study(
+            case["dicom"],
+            model=env["model"],
+            key=env["key"],
+            label=case["label"],
+            out=tmp_path / "out",
+            mask=case["mask"] if mode == "tumor" else None,
+            slices=mode,
+            allow_original_slices=allow_original,
+            device="cpu",
+        )
+    messages = [str(w.message) for w in caught if "--allow-original-slices" in str(w.message)]
+    assert len(messages) == (1 if allow_original else 0)  # only the flag writes original slices, with a warning
     assert report["slices"]["encrypted"] == expected and len(report["per_slice"]) == len(expected)
     files = sorted((tmp_path / "out" / "series").iterdir())
     again = read_image(tmp_path / "out" / "series")
-    if only_selected:
+    if not allow_original:
         assert len(files) == len(expected) and again.shape == (len(expected), 32, 32)
         assert report["slices"]["copied_unchanged"] == 0
         return
@@ -250,9 +267,84 @@ def test_slice_modes(env: dict[str, Any], tmp_path: Path, mode: str, only_select
     assert report["timing_s"]["pgd"] > 0 and report["pgd_batches"]["samples"] == 2 * len(expected)
 
 
+def _pixel_bytes_by_source(folder: Path) -> dict[str, bytes]:
+    """PixelData of each file of a series, keyed by its own SOP Instance UID and by the one it derives from."""
+    found = {}
+    for path in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(path)
+        found[str(ds.SOPInstanceUID)] = ds.PixelData
+        if "SourceImageSequence" in ds:
+            found["from:" + str(ds.SourceImageSequence[0].ReferencedSOPInstanceUID)] = ds.PixelData
+    return found
+
+
+def _shared_counts(source: Path, shared: Path, tumor: np.ndarray) -> dict[str, int]:
+    """Slices of the shared series whose pixel bytes are those of their source file: all, and with tumor."""
+    volume = read_image(source)
+    derived = _pixel_bytes_by_source(shared)
+    stored_to_canonical = {int(s): z for z, s in enumerate(volume.layout.stored_slices_of(np.arange(volume.shape[0])))}
+    identical = []
+    for s, frame in enumerate(volume.frames):
+        original = pydicom.dcmread(frame.path).PixelData
+        if derived.get("from:" + str(frame.header.SOPInstanceUID)) == original:
+            identical.append(stored_to_canonical[s])
+    return {
+        "files": len([k for k in derived if not k.startswith("from:")]),
+        "identical": len(identical),
+        "identical_with_tumor": sum(bool(tumor[z].any()) for z in identical),
+    }
+
+
+def test_the_default_shares_no_original_slice(env: dict[str, Any], tmp_path: Path) -> None:
+    """The issue's check: a synthetic study with a mask, shared with the defaults, then each --slices mode."""
+    case = _case(env, 3)
+    volume = read_image(case["dicom"])
+    tumor = read_mask(case["mask"], like=volume)
+    n_tumor = len(tumor_slices(tumor))
+    assert 1 < n_tumor < 9  # the study has tumor slices and tumor-free ones: the counts below can tell
+
+    result = _encrypt(env, case["dicom"], tmp_path / "default", "--mask", case["mask"], label=case["label"])
+    assert result.exit_code == 0, result.output
+    assert "shared series: 9 slices, all encrypted" in result.output and "warning" not in result.output
+    counts = _shared_counts(case["dicom"], tmp_path / "default" / "series", tumor)
+    assert counts == {"files": 9, "identical": 0, "identical_with_tumor": 0}
+    again = read_image(tmp_path / "default" / "series")
+    assert not any(np.array_equal(again.voxels[z], volume.voxels[z]) for z in range(9))
+    report = json.loads((tmp_path / "default" / "report.json").read_text())
+    assert report["slices"]["mode"] == "all" and report["sharing"]["unencrypted_slices_written"] == 0
+    assert report["sharing"]["unencrypted_slices_with_tumor"] == 0 and report["warnings"] == []
+
+    # largest / tumor without the flag: only the encrypted slices are written
+    for mode, n in (("largest", 1), ("tumor", n_tumor)):
+        result = _encrypt(env, case["dicom"], tmp_path / mode, "--mask", case["mask"], "--slices", mode,
+                          label=case["label"])
+        assert result.exit_code == 0, result.output
+        assert f"shared series: {n} slices, all encrypted, {9 - n} not encrypted and left out" in result.output
+        counts = _shared_counts(case["dicom"], tmp_path / mode / "series", tumor)
+        assert counts == {"files": n, "identical": 0, "identical_with_tumor": 0}
+        assert json.loads((tmp_path / mode / "report.json").read_text())["sharing"]["slices_left_out"] == 9 - n
+
+    # the flag: a complete volume, the other slices original, counted and warned about
+    result = _encrypt(env, case["dicom"], tmp_path / "flag", "--mask", case["mask"], "--slices", "largest",
+                      "--allow-original-slices", label=case["label"])
+    assert result.exit_code == 0, result.output
+    counts = _shared_counts(case["dicom"], tmp_path / "flag" / "series", tumor)
+    assert counts == {"files": 9, "identical": 8, "identical_with_tumor": n_tumor - 1}
+    assert f"8 of them UNENCRYPTED (original pixels; {n_tumor - 1} with tumor)" in result.output
+    assert "medenc: warning: --allow-original-slices: wrote 8 unencrypted slice(s)" in result.output
+    sharing = json.loads((tmp_path / "flag" / "report.json").read_text())["sharing"]
+    assert sharing["allow_original_slices"] and sharing["unencrypted_slices_with_tumor"] == n_tumor - 1
+
+    # the old --only-selected (now the default) contradicts the flag
+    result = _encrypt(env, case["dicom"], tmp_path / "bad", "--slices", "largest", "--mask", case["mask"],
+                      "--only-selected", "--allow-original-slices", label=case["label"])
+    assert result.exit_code == 2 and "contradict" in result.output
+
+
 def test_nifti_input(env: dict[str, Any], tmp_path: Path) -> None:
     case = _case(env, 2)
-    result = _encrypt(env, case["nifti"], tmp_path / "out", "--mask", case["mask"], label=case["label"])
+    args = ("--mask", case["mask"], "--slices", "largest", "--allow-original-slices")
+    result = _encrypt(env, case["nifti"], tmp_path / "out", *args, label=case["label"])
     assert result.exit_code == 0, result.output
     out = tmp_path / "out" / "image.nii.gz"
     source, derived = nib.load(case["nifti"]), nib.load(out)
@@ -280,7 +372,7 @@ def test_real_ct_series(env: dict[str, Any], tmp_path: Path) -> None:
     mask[3, 4:12, 4:12] = 1
     mask[1, 6:8, 6:8] = 1
     nib.save(nib.Nifti1Image(mask.transpose(2, 1, 0), volume.affine), tmp_path / "mask.nii.gz")
-    result = _encrypt(env, CT5N, tmp_path / "largest", "--mask", tmp_path / "mask.nii.gz", "--only-selected")
+    result = _encrypt(env, CT5N, tmp_path / "largest", "--mask", tmp_path / "mask.nii.gz", "--slices", "largest")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "largest" / "report.json").read_text())
     assert report["slices"]["encrypted"] == [3] and report["output"]["files"] == 1
@@ -304,7 +396,10 @@ def test_a_sagittal_series_comes_back_whole(env: dict[str, Any], tmp_path: Path)
     mask[2:4, 3:7, 2:6] = 1
     volume = read_image(tmp_path / "sag")
     nib.save(nib.Nifti1Image(mask.transpose(2, 1, 0), volume.affine), tmp_path / "mask.nii.gz")
-    result = _encrypt(env, tmp_path / "sag", tmp_path / "out", "--mask", tmp_path / "mask.nii.gz", "--only-selected")
+    args = ("--mask", tmp_path / "mask.nii.gz", "--slices", "largest")
+    result = _encrypt(env, tmp_path / "sag", tmp_path / "refused", *args)  # other axial slices cannot be left out
+    assert result.exit_code == 2 and "sagittal or coronal" in result.output and not (tmp_path / "refused").exists()
+    result = _encrypt(env, tmp_path / "sag", tmp_path / "out", *args, "--allow-original-slices")
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["slices"]["encrypted"] == [2] and report["output"]["files"] == len(files) == 8
@@ -336,10 +431,10 @@ def _bad(env: dict[str, Any], tmp_path: Path) -> dict[str, tuple[list[Any], str]
             [dicom, "--mask", mask, "--out", tmp_path / "keys", "--key", tmp_path / "keys" / "key.json", "--force"],
             "holds the input",
         ),
-        "missing mask, largest": ([dicom, "--out", out], "--slices largest needs a tumor mask"),
+        "missing mask, largest": ([dicom, "--out", out, "--slices", "largest"], "--slices largest needs a tumor mask"),
         "missing mask, tumor": ([dicom, "--out", out, "--slices", "tumor"], "--slices tumor needs a tumor mask"),
         "bad slice mode": ([dicom, "--out", out, "--slices", "some"], "--slices must be one of"),
-        "empty mask": ([dicom, "--mask", empty, "--out", out], "empty mask"),
+        "empty mask": ([dicom, "--mask", empty, "--out", out, "--slices", "largest"], "empty mask"),
         "mask on another grid": ([dicom, "--mask", wrong_grid, "--out", out], "does not match the image grid"),
         "output exists": ([dicom, "--mask", mask, "--out", tmp_path / "taken"], "already exists"),
         "no such study": ([tmp_path / "nothing", "--out", out, "--slices", "all"], "study not found"),
@@ -520,12 +615,12 @@ def test_batch_with_a_bad_case_then_resumed(env: dict[str, Any], tmp_path: Path)
         result = _run(*args)  # and now it is done again
         assert "0 encrypted, 4 skipped (already done), 0 failed" in result.output
 
-        result = _run(*args, "--slices", "all")  # another request: existing outputs are not replaced...
+        result = _run(*args, "--slices", "largest")  # another request: existing outputs are not replaced...
         assert result.exit_code == 1 and "0 encrypted, 0 skipped (already done), 4 failed" in result.output
         assert "already exists" in result.output
-        result = _run(*args, "--slices", "all", "--force")  # ...unless asked
+        result = _run(*args, "--slices", "largest", "--force")  # ...unless asked
         assert result.exit_code == 0 and "4 encrypted" in result.output
-        assert all(json.loads(p.read_text())["slices"]["mode"] == "all" for p in out.glob("*/report.json"))
+        assert all(json.loads(p.read_text())["slices"]["mode"] == "largest" for p in out.glob("*/report.json"))
     finally:
         batch.unlink()
 
@@ -611,3 +706,76 @@ def test_cuda_runs_a_study_in_one_batched_call(env: dict[str, Any], tmp_path: Pa
         device="cuda",
     )
     assert report["pgd_batches"]["calls"] == 1 and report["device"].startswith("cuda")
+
+
+def test_progress_has_a_real_total_and_all_slices_go_in_one_pgd_call(env: dict[str, Any], tmp_path: Path) -> None:
+    from medenc.study.encrypt import encrypt_study
+
+    case = _case(env, 4)
+    seen: list[tuple[str, float, float]] = []
+    common = dict(model=env["model"], key=env["key"], label=case["label"], device="cpu")
+    report = encrypt_study(case["dicom"], out=tmp_path / "one", progress=lambda *a: seen.append(a), **common)
+    assert report["pgd_batches"] == {"calls": 1, "slices_per_call": 9, "samples": 18}  # 9 slices x 2 targets
+    pgd = [(done, total) for phase, done, total in seen if phase == "pgd"]
+    steps = env["key_obj"].pgd.steps
+    assert len(pgd) == 1 + steps and {total for _, total in pgd} == {9}  # a real total, advanced every PGD step
+    assert [done for done, _ in pgd] == pytest.approx([9 * i / steps for i in range(steps + 1)])
+    assert [p for p, *_ in seen if p != "pgd"] == ["read", "measure", "write", "write"]
+    assert seen[-1] == ("write", 1, 1)
+    timing = report["timing_s"]
+    assert timing["io"] == pytest.approx(timing["read"] + timing["write"] + timing["verify"], abs=1e-3)
+
+    report = encrypt_study(case["dicom"], out=tmp_path / "small", batch_size=4, **common)
+    assert report["pgd_batches"] == {"calls": 5, "slices_per_call": 2, "samples": 18}
+    first = read_image(tmp_path / "one" / "series").voxels
+    np.testing.assert_array_equal(read_image(tmp_path / "small" / "series").voxels, first)  # batching changes nothing
+
+
+def test_cpu_batch_takes_a_whole_study_up_to_a_pixel_budget() -> None:
+    from types import SimpleNamespace
+
+    from medenc.study.encrypt import cpu_batch_size
+
+    def session(size: int) -> Any:
+        return SimpleNamespace(key=SimpleNamespace(num_targets=2), base=SimpleNamespace(preprocess=SimpleNamespace(
+            size=(size, size))))
+
+    assert cpu_batch_size(SimpleNamespace(shape=(150, 64, 64)), session(64), 150) == 300  # the whole study
+    assert cpu_batch_size(SimpleNamespace(shape=(150, 512, 512)), session(64), 150) == 8  # 8 x 512^2 = 2^21
+    assert cpu_batch_size(SimpleNamespace(shape=(150, 64, 64)), session(2048), 150) == 2  # at least one slice
+
+
+def test_the_cli_draws_each_phase_with_its_total() -> None:
+    from medenc.cli.encrypt_study import _drawer
+
+    calls: list[dict[str, Any]] = []
+
+    class Bars:
+        def update(self, task: int, **fields: Any) -> None:
+            calls.append(fields)
+
+    draw = _drawer(Bars(), 0, "s1: ")
+    draw("pgd", 37.5, 150)
+    draw("write", 1, 1)
+    assert calls == [
+        {"description": "s1: PGD (slices)", "completed": 37.5, "total": 150},
+        {"description": "s1: writing", "completed": 1, "total": 1},
+    ]
+
+
+def test_coherent_slices_make_one_smooth_field_through_the_plane(env: dict[str, Any], tmp_path: Path) -> None:
+    case = _case(env, 1)
+    result = _encrypt(env, case["dicom"], tmp_path / "out", "--coherent-slices", "4", label=case["label"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["request"]["coherent_slices"] == 4 and report["pgd_batches"]["calls"] == 1
+    source = read_image(case["dicom"]).voxels.astype(float)
+    delta = read_image(tmp_path / "out" / "series").voxels.astype(float) - source
+    margin = np.abs(delta[:5]).max()  # pixels that no bound (1..4095 here) clips on slices 0..4 (knots at 0 and 4)
+    inside = ((source[:5] > 1 + margin) & (source[:5] < 4095 - margin)).all(axis=0)
+    assert inside.sum() > 100 and np.abs(delta[0][inside]).max() > 5
+    for z in (1, 2, 3):  # linear between the knots, up to the rounding to stored integers
+        expected = ((4 - z) * delta[0] + z * delta[4]) / 4
+        assert np.abs(delta[z] - expected)[inside].max() <= 1.5
+    bad = _encrypt(env, case["dicom"], tmp_path / "bad", "--coherent-slices", "0", label=case["label"])
+    assert bad.exit_code == 2 and "--coherent-slices must be >= 1" in bad.output

@@ -27,13 +27,33 @@ def encrypt_study_command(
     ] = None,
     slices: Annotated[
         str,
-        typer.Option(help="largest (the paper; needs --mask) | tumor (every tumor slice; needs --mask) | all."),
-    ] = "largest",
+        typer.Option(
+            help="Slices to encrypt: all (default: the whole volume, no original slice shared) | largest (the "
+            "paper's slice; needs --mask) | tumor (every tumor slice; needs --mask). With largest or tumor only "
+            "the encrypted slices are written, unless --allow-original-slices."
+        ),
+    ] = "all",
     series: Annotated[
         str | None, typer.Option("--series", help="SeriesInstanceUID to take from a folder of several series.")
     ] = None,
+    allow_original_slices: Annotated[
+        bool,
+        typer.Option(
+            "--allow-original-slices",
+            help="Also write the slices that are not encrypted, with their ORIGINAL pixels (a complete volume). "
+            "Unsafe: a thief trains on them. Recorded in report.json and given as a warning.",
+        ),
+    ] = False,
+    coherent_slices: Annotated[
+        int,
+        typer.Option(
+            "--coherent-slices",
+            help="Hardening against through-plane averaging: the perturbations of adjacent slices form one smooth "
+            "field, optimised jointly, knots every N slices (1: each slice on its own).",
+        ),
+    ] = 1,
     only_selected: Annotated[
-        bool, typer.Option("--only-selected", help="Write only the encrypted slices, not the complete volume.")
+        bool, typer.Option("--only-selected", hidden=True, help="Kept for old scripts: now the default.")
     ] = False,
     batch: Annotated[
         Path | None,
@@ -42,7 +62,7 @@ def encrypt_study_command(
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
     batch_size: Annotated[
         int | None,
-        typer.Option(help="PGD samples (slices x targets) per call; default: all of a study on CUDA, 64 on CPU."),
+        typer.Option(help="PGD samples (slices x targets) per call; default: all of a study (CPU: up to 2^21 pixels)."),
     ] = None,
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
@@ -57,7 +77,8 @@ def encrypt_study_command(
 ) -> None:
     """Encrypt a study before sharing: a derived series of the same study plus OUT/report.json.
 
-    The input is only read. OUT appears only when complete and holds no key material.
+    By default every slice is encrypted and the series holds no original slice. The input is only read.
+    OUT appears only when complete and holds no key material.
 
     Share OUT/series (or OUT/image.nii.gz) only: report.json stays in house (its predictions hint at the key).
     """
@@ -69,6 +90,8 @@ def encrypt_study_command(
         fail(f"--batch-size must be >= 1, got {batch_size}")
     if (study is None) == (batch is None):
         fail("give exactly one of STUDY or --batch STUDIES.csv")
+    if only_selected and allow_original_slices:
+        fail("--only-selected and --allow-original-slices contradict each other (only encrypted slices is the default)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if batch is not None:
@@ -77,8 +100,8 @@ def encrypt_study_command(
                 fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
             with progress_bars() as bars:
                 summary = _run_batch(
-                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars,
-                    allow_external_paths,
+                    batch, model, key, out, slices, allow_original_slices, coherent_slices, device, batch_size,
+                    precision, force, bars, allow_external_paths,
                 )
         else:
             if label is None:
@@ -86,7 +109,7 @@ def encrypt_study_command(
             from medenc.study.encrypt import encrypt_study
 
             with progress_bars() as bars:
-                bars.add_task(f"encrypting {study}", total=None)
+                task = bars.add_task(f"{study}: reading", total=1)
                 report = encrypt_study(
                     study,  # type: ignore[arg-type]
                     model=model,
@@ -96,11 +119,13 @@ def encrypt_study_command(
                     mask=mask,
                     slices=slices,
                     series=series,
-                    only_selected=only_selected,
+                    allow_original_slices=allow_original_slices,
+                    coherent_slices=coherent_slices,
                     device=device,
                     batch_size=batch_size,
                     precision=precision,
                     force=force,
+                    progress=_drawer(bars, task, f"{study}: "),
                 )
     for w in caught:
         warn(str(w.message))
@@ -118,7 +143,8 @@ def _run_batch(
     key: Path,
     out: Path,
     slices: str,
-    only_selected: bool,
+    allow_original_slices: bool,
+    coherent_slices: int,
     device: str | None,
     batch_size: int | None,
     precision: str,
@@ -128,7 +154,9 @@ def _run_batch(
 ) -> dict[str, Any]:
     from medenc.study.batch import encrypt_batch, read_batch
 
-    task = bars.add_task("encrypting studies", total=len(read_batch(batch, allow_external_paths=allow_external_paths)))
+    task = bars.add_task("studies", total=len(read_batch(batch, allow_external_paths=allow_external_paths)))
+    case_task = bars.add_task("", total=1)
+    draw = _drawer(bars, case_task)
 
     def on_case(case_id: str, status: str, error: str | None) -> None:
         bars.update(task, advance=1)
@@ -141,14 +169,28 @@ def _run_batch(
         key=key,
         out=out,
         slices=slices,
-        only_selected=only_selected,
+        allow_original_slices=allow_original_slices,
+        coherent_slices=coherent_slices,
         device=device,
         batch_size=batch_size,
         precision=precision,
         force=force,
         allow_external_paths=allow_external_paths,
         on_case=on_case,
+        on_progress=lambda case_id, phase, done, total: draw(phase, done, total, f"{case_id}: "),
     )
+
+
+PHASES = {"read": "reading", "pgd": "PGD (slices)", "measure": "measuring (slices)", "write": "writing"}
+
+
+def _drawer(bars: Any, task: Any, prefix: str = "") -> Any:
+    """A ``progress(phase, done, total)`` callback that draws one bar whose total is the phase's."""
+
+    def draw(phase: str, done: float, total: float, case: str = prefix) -> None:
+        bars.update(task, description=f"{case}{PHASES.get(phase, phase)}", completed=done, total=total)
+
+    return draw
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:
@@ -160,7 +202,8 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     typer.echo(
         f"encrypted {n} of {chosen['total']} slices ({chosen['mode']}) in {timing['total']:.2f} s on "
         f"{report['device']}: PGD {timing['pgd']:.2f} s in {report['pgd_batches']['calls']} call(s), "
-        f"I/O {timing['io']:.2f} s (key {report['key_fingerprint']})"
+        f"I/O {timing['io']:.2f} s (read {timing['read']:.2f}, write {timing['write']:.2f}, verify "
+        f"{timing['verify']:.2f}), measuring {timing['evaluate']:.2f} s (key {report['key_fingerprint']})"
     )
     if fid["psnr_db"]["min"] is not None:
         typer.echo(
@@ -171,6 +214,17 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
         f"base model predicted {report['label']!r} on {base['slices_predicted_as_label_before']}/{n} slices before, "
         f"{base['slices_predicted_as_label_after']}/{n} after"
     )
+    sharing = report["sharing"]
+    written = chosen["total"] - sharing["slices_left_out"]
+    if sharing["unencrypted_slices_written"]:
+        tumor = sharing["unencrypted_slices_with_tumor"]
+        typer.echo(
+            f"shared series: {written} slices, {sharing['unencrypted_slices_written']} of them UNENCRYPTED "
+            f"(original pixels; {'?' if tumor is None else tumor} with tumor)"
+        )
+    else:
+        left_out = f", {sharing['slices_left_out']} not encrypted and left out" if sharing["slices_left_out"] else ""
+        typer.echo(f"shared series: {written} slices, all encrypted{left_out}")
     uid = report["output"].get("series_uid")
     series = f" (series {uid})" if uid else ""
     typer.echo(f"wrote {report['output']['path']}{series} and {out / 'report.json'}")
@@ -181,6 +235,10 @@ def _print_batch_summary(summary: dict[str, Any], out: Path) -> None:
         f"batch: {summary['cases']} cases: {summary['encrypted']} encrypted, {summary['skipped']} skipped "
         f"(already done), {summary['failed']} failed, in {summary['seconds']:.1f} s"
     )
+    if summary["encrypted"]:
+        split = summary["timing_s"]
+        typer.echo(f"  time in encrypted cases: PGD {split['pgd']:.1f} s, I/O {split['io']:.1f} s, "
+                   f"measuring {split['evaluate']:.1f} s")
     for result in summary["results"]:
         for message in result["warnings"]:
             warn(f"case {result['case_id']}: {message}")

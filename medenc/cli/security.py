@@ -14,11 +14,30 @@ app = typer.Typer()
 
 @app.command("security-eval")
 def security_eval_command(
-    clean: Annotated[Path, typer.Option("--clean", help="Original slice manifest.")],
-    encrypted: Annotated[Path, typer.Option("--encrypted", help="Encrypted slice manifest (encrypt-dataset).")],
+    clean: Annotated[
+        Path, typer.Option("--clean", help="Original slice manifest (with --studies: the studies manifest).")
+    ],
     model: Annotated[Path, typer.Option("--model", help="Base model checkpoint the data was encrypted with.")],
     key: Annotated[Path, typer.Option("--key", help="The key the data was encrypted with (kept secret).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.md, charts).")],
+    encrypted: Annotated[
+        Path | None, typer.Option("--encrypted", help="Encrypted slice manifest (encrypt-dataset).")
+    ] = None,
+    studies: Annotated[
+        Path | None,
+        typer.Option(
+            "--studies",
+            help="Instead of --encrypted: the shared studies (OUT of encrypt-study --batch over the studies "
+            "manifest given as --clean); adds the volume thief's rows.",
+        ),
+    ] = None,
+    volume_thieves: Annotated[
+        str,
+        typer.Option(
+            "--volume-thieves",
+            help="With --studies: 'all', 'none' or a comma list of neighbours[:R], mean[:W], median[:W], all-slices.",
+        ),
+    ] = "all",
     arch: Annotated[
         str | None,
         typer.Option(help="Thief architectures, comma-separated, besides the base's (default from config: victims)."),
@@ -55,13 +74,18 @@ def security_eval_command(
     original test images, beside the clean baseline, the undefended thief and the images' fidelity."""
     from dataclasses import asdict
 
+    from medenc.cli._common import fail
     from medenc.config import load_config, pick
     from medenc.security.defenses import parse_defences
     from medenc.security.evaluate import ThiefSettings, security_evaluate
     from medenc.security.report import fidelity_line, key_recovery_text, security_table
+    from medenc.security.volume import parse_volume_thieves
 
+    if (encrypted is None) == (studies is None):
+        fail("give exactly one of --encrypted ENCRYPTED.csv or --studies SHARED_DIR")
     settings = load_config(config, preset)
     chosen = parse_defences(defenses)
+    volume_rows = parse_volume_thieves(volume_thieves) if studies is not None else []
     recipe = recipe_from(settings, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device)
     thief = ThiefSettings(**asdict(recipe), clean_fraction=clean_fraction, adv_steps=adv_steps)
     archs = parse_archs(pick(arch, settings, "victims", "")) if (arch or settings.get("victims")) else []
@@ -80,15 +104,22 @@ def security_eval_command(
             progress_factory=lambda _: bars,
             compare_with=compare,
             on_result=lambda row, a, r: typer.echo(
-                f"{row} / {a}: original test {r['original_test']:.1%}"
-                + (f", encrypted test {r['encrypted_test']:.1%}" if "encrypted_test" in r else ""),
+                f"{row} / {a}: "
+                + (r.get("note") or f"original test {r['original_test']:.1%}")
+                + (f", encrypted test {r['encrypted_test']:.1%}" if r.get("encrypted_test") is not None else ""),
                 err=True,
             ),
+            studies=studies,
+            volume_thieves=volume_rows,
         )
     typer.echo("")
     typer.echo("Thief's accuracy on original test images (encrypted test images in brackets):")
     typer.echo(security_table(report))
     typer.echo(f"\nfidelity: {fidelity_line(report)}")
+    if report.get("volume"):
+        from medenc.security.volume import volume_section
+
+        typer.echo("\n" + "\n".join(volume_section(report)[2:]))
     if report.get("key_recovery"):
         typer.echo("\nkey recovery:")
         typer.echo(key_recovery_text(report["key_recovery"]))
@@ -103,7 +134,7 @@ def security_eval_command(
         f"{label} / {a}"
         for label in report["rows"][2:]
         for a in report["archs"]
-        if report["table"][label][a]["original_test"] >= clean_row[a]["original_test"] - 0.10
+        if (report["table"][label][a]["original_test"] or 0.0) >= clean_row[a]["original_test"] - 0.10
     ]
     if broken:
         warn(f"within 10 points of the clean baseline (protection defeated): {', '.join(broken)}")

@@ -17,6 +17,9 @@ def synth(
     cases: Annotated[int, typer.Option("--cases", "-n", help="Number of cases (at least 5, one per class).")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of labels, splits, images and UIDs.")] = 0,
     size: Annotated[int, typer.Option(help="In-plane matrix W (W x W); slices scale with it (36 at 128).")] = 128,
+    slices: Annotated[
+        int | None, typer.Option("--slices", help="Axial slices over the 108 mm slab (default: scale with --size).")
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="dicom, nifti or both.")] = "dicom",
     balanced: Annotated[bool, typer.Option(help="Equal classes instead of the paper's proportions.")] = False,
     difficulty: Annotated[str, typer.Option(help="easy, paper (calibrated to the paper) or hard.")] = "paper",
@@ -35,13 +38,13 @@ def synth(
     from medenc.synth import generate as lib
 
     # validate everything before any work or output
-    lib.check_args(cases, seed, size, fmt, difficulty)
+    lib.check_args(cases, seed, size, fmt, difficulty, slices)
     check_output(out, force=force, what="output folder")
     with progress_bars() as bar:  # on stderr: stdout carries only the result lines
         task = bar.add_task("synth", total=cases)
         manifest = lib.write_dataset(
             out, cases, seed=seed, size=size, fmt=fmt, balanced=balanced, difficulty=difficulty,
-            progress=lambda done, total: bar.update(task, completed=done), force=force,
+            progress=lambda done, total: bar.update(task, completed=done), force=force, n_slices=slices,
         )
     typer.echo(f"wrote {cases} SYNTHETIC cases to {out} (manifest: {manifest})")
     if montage is not None:

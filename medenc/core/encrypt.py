@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -182,6 +182,7 @@ class Encryptor:
         mapping: InputMapping | None = None,
         bounds: tuple[Bound, Bound] = (0.0, 1.0),
         generator: torch.Generator | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> Tensor:
         """Encrypt images with their true labels.
 
@@ -192,6 +193,8 @@ class Encryptor:
                 scaled to native units through its ``eps_scale``.
             bounds: valid native range: floats or per-image (N,) tensors.
             generator: random generator for PGD's random start.
+            progress: called after every PGD step with the number of images done so far (fractional:
+                a call of n images advances by n / steps per step); for a progress display.
 
         Returns:
             Encrypted images, same shape, dtype and device as ``x``.
@@ -199,7 +202,9 @@ class Encryptor:
         Shape:
             x: (N, C, H, W); labels: (N,); result: (N, C, H, W).
         """
-        return self.encrypt_with_details(x, labels, mapping=mapping, bounds=bounds, generator=generator).encrypted
+        return self.encrypt_with_details(
+            x, labels, mapping=mapping, bounds=bounds, generator=generator, progress=progress
+        ).encrypted
 
     def encrypt_with_details(
         self,
@@ -209,6 +214,7 @@ class Encryptor:
         mapping: InputMapping | None = None,
         bounds: tuple[Bound, Bound] = (0.0, 1.0),
         generator: torch.Generator | None = None,
+        progress: Callable[[float], None] | None = None,
     ) -> EncryptionResult:
         """Like :meth:`encrypt`, also returning the perturbed copies and their targets.
 
@@ -229,7 +235,8 @@ class Encryptor:
             real = index.shape[0]
             if self.compile and real < per_call < x.shape[0]:  # one shape for the compiled model: pad
                 index = torch.cat([index, index[-1:].expand(per_call - real)])
-            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator)[:real]
+            on_step = _step_progress(progress, start, real, self.key.pgd.steps)
+            chunk_copies = self._perturb(x, index, targets, mapping, bounds, generator, on_step)[:real]
             copies.append(chunk_copies)
             encrypted.append(self._combine(chunk_copies, labels[index[:real]]))
         return EncryptionResult(
@@ -237,6 +244,32 @@ class Encryptor:
             copies=torch.cat(copies).to(device=x.device, dtype=x.dtype),
             targets=targets,
         )
+
+    def encrypt_coherent(
+        self,
+        x: Tensor,
+        labels: Tensor | Sequence[int] | Sequence[str],
+        *,
+        positions: Sequence[float] | Tensor,
+        spacing: int,
+        mapping: InputMapping | None = None,
+        bounds: tuple[Bound, Bound] = (0.0, 1.0),
+        progress: Callable[[float], None] | None = None,
+    ) -> EncryptionResult:
+        """Encrypt the slices of one volume with perturbations coherent through the plane (hardening).
+
+        One PGD call over all slices x targets: each target's perturbation is a smooth field through the
+        plane, knots every ``spacing`` slices, linear in between; see :mod:`medenc.core.coherent`.
+
+        Shape:
+            x: (N, C, H, W); labels: (N,); positions: (N,); result.encrypted: (N, C, H, W).
+        """
+        from medenc.core.coherent import encrypt_coherent
+
+        encrypted, copies, targets = encrypt_coherent(
+            self, x, labels, positions=positions, spacing=spacing, mapping=mapping, bounds=bounds, progress=progress
+        )
+        return EncryptionResult(encrypted=encrypted, copies=copies, targets=targets)
 
     def _perturb(
         self,
@@ -246,6 +279,7 @@ class Encryptor:
         mapping: InputMapping | None,
         bounds: tuple[Bound, Bound],
         generator: torch.Generator | None,
+        on_step: Callable[[int], None] | None = None,
     ) -> Tensor:
         """Run one batched PGD call over all k copies of the images at ``index``.
 
@@ -254,20 +288,9 @@ class Encryptor:
         """
         k = self.key.num_targets
         repeat = index.repeat_interleave(k)  # image i's copies are contiguous
-        batch = x[repeat.to(x.device)].to(self.device, dtype=torch.float32)
-        if self.channels_last and batch.ndim == 4:
-            batch = batch.contiguous(memory_format=torch.channels_last)
         target = targets[index].reshape(-1).to(self.device)
         settings = self.key.pgd
-        eps: float | Tensor = settings.eps
-        step: float | Tensor = settings.step
-        transform = None
-        if mapping is not None:
-            selected = mapping.select(repeat)
-            scale = selected.eps_scale(settings.norm).to(self.device)
-            eps, step = settings.eps * scale, settings.step * scale
-            transform = selected.to(self.device) if hasattr(selected, "to") else selected
-        low, high = (_select_bound(b, repeat, x.shape[0], self.device) for b in bounds)
+        batch, eps, step, transform, (low, high) = self.pgd_inputs(x, repeat, mapping, bounds)
         adversarial = targeted_pgd(
             self.attacked_model,
             batch,
@@ -283,8 +306,36 @@ class Encryptor:
             autocast_dtype=self.autocast_dtype,
             generator=generator,
             compile=self.compile,
+            on_step=on_step,
         )
         return adversarial.float().contiguous().view(index.shape[0], k, *x.shape[1:])
+
+    def pgd_inputs(
+        self, x: Tensor, repeat: Tensor, mapping: InputMapping | None, bounds: tuple[Bound, Bound]
+    ) -> tuple[Tensor, Any, Any, Any, tuple[Bound, Bound]]:
+        """The PGD batch of the images ``repeat`` picks (each image once per copy), on the PGD device.
+
+        Returns:
+            ``(batch, eps, step, input_transform, bounds)``: eps and step per sample in native units
+            when ``mapping`` is given (its ``eps_scale``), else the key's floats.
+
+        Shape:
+            x: (N, C, H, W); repeat: (M,) indices into x; batch: (M, C, H, W) float32.
+        """
+        batch = x[repeat.to(x.device)].to(self.device, dtype=torch.float32)
+        if self.channels_last and batch.ndim == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        settings = self.key.pgd
+        eps: float | Tensor = settings.eps
+        step: float | Tensor = settings.step
+        transform = None
+        if mapping is not None:
+            selected = mapping.select(repeat)
+            scale = selected.eps_scale(settings.norm).to(self.device)
+            eps, step = settings.eps * scale, settings.step * scale
+            transform = selected.to(self.device) if hasattr(selected, "to") else selected
+        low, high = (_select_bound(b, repeat, x.shape[0], self.device) for b in bounds)
+        return batch, eps, step, transform, (low, high)
 
     def _combine(self, copies: Tensor, labels: Tensor) -> Tensor:
         """Join each image's copies with its class's ratio / box.
@@ -301,6 +352,15 @@ class Encryptor:
         if self.key.boxes is not None:
             boxes = torch.tensor(self.key.boxes, dtype=torch.float32)[labels].to(copies.device)
         return combine(self.key.combiner, copies, ratio=ratios, lam=self.key.mixup_lambda, boxes=boxes)
+
+
+def _step_progress(
+    progress: Callable[[float], None] | None, start: int, count: int, steps: int
+) -> Callable[[int], None] | None:
+    """An ``on_step`` for :func:`targeted_pgd` that reports images done: ``start`` plus a share of ``count``."""
+    if progress is None:
+        return None
+    return lambda done: progress(start + count * done / max(1, steps))
 
 
 def _select_bound(bound: Bound, index: Tensor, n: int, device: torch.device) -> Bound:

@@ -128,6 +128,7 @@ def targeted_pgd(
     autocast_dtype: torch.dtype | None = None,
     generator: torch.Generator | None = None,
     compile: bool | str = False,
+    on_step: Callable[[int], None] | None = None,
 ) -> Tensor:
     """Move each input toward its target class: ``argmin CE(f(x'), t)`` with ``||x' - x|| <= eps``.
 
@@ -154,6 +155,8 @@ def targeted_pgd(
         generator: random generator for ``random_start``.
         compile: run the model through ``torch.compile`` (``True``, or a mode such as
             ``"max-autotune"``); compiled code is reused by later calls with the same shapes.
+        on_step: called with the number of steps done after each step (a progress display); it must
+            not touch the tensors.
 
     Returns:
         The adversarial inputs, same shape, dtype and device as ``x``.
@@ -214,6 +217,8 @@ def targeted_pgd(
                     delta.addcmul_(grad.sign(), step_t, value=-1.0)
                     torch.minimum(torch.maximum(delta, -eps_t, out=delta), eps_t, out=delta)
                 torch.minimum(torch.maximum(delta, delta_low, out=delta), delta_high, out=delta)
+            if on_step is not None:
+                on_step(i + 1)
         with torch.no_grad():
             result = best if best is not None else x0 + delta
             result = torch.minimum(torch.maximum(result, low), high)  # x0 + delta can round past a bound

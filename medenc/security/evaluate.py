@@ -30,6 +30,7 @@ from medenc.learn.recipe import TrainRecipe
 from medenc.learn.victims import score, train_victim
 from medenc.reporting import REPORT_NAME, header, write_json
 from medenc.security.defenses import Defence, adversarial_hook, crop_only, flip_only
+from medenc.security.volume import VolumeThief, run_volume_thief
 
 if TYPE_CHECKING:  # pragma: no cover
     from medenc.core.key import EncryptionKey
@@ -95,6 +96,8 @@ def run_defence(
         ``{"original_test": ..., "encrypted_test": ...}`` accuracies (``clean``: ``original_test``
         only) and the trained model.
     """
+    if isinstance(defence, VolumeThief):  # a row of the thief who holds volumes (medenc.security.volume)
+        return run_volume_thief(defence, arch, data, settings, progress)  # type: ignore[arg-type]
     k = len(data.classes)
     x, y = data.enc_train
     tests = {"original_test": data.clean_test, "encrypted_test": data.enc_test}
@@ -169,7 +172,7 @@ def image_fidelity(data: Any) -> dict[str, float]:
 
 def security_evaluate(
     clean: str | Path,
-    encrypted: str | Path,
+    encrypted: str | Path | None,
     model: str | Path,
     key: str | Path,
     out: str | Path,
@@ -182,6 +185,8 @@ def security_evaluate(
     progress_factory: Callable[[str], Any] | None = None,
     compare_with: str | Path | None = None,
     on_result: Callable[[str, str, dict[str, float]], None] | None = None,
+    studies: str | Path | None = None,
+    volume_thieves: Sequence[VolumeThief] = (),
 ) -> dict[str, Any]:
     """Run the defence x architecture table (and optionally key recovery); write the report folder.
 
@@ -202,6 +207,10 @@ def security_evaluate(
             table, and the rows that do not depend on the encrypted set (clean baseline, few clean only)
             are taken from it when it used the same clean manifest and training recipe.
         on_result: called with ``(row, architecture, accuracies)`` after every model (a log line).
+        studies: instead of ``encrypted``: the output folder of ``encrypt-study --batch`` on the studies of
+            ``clean``, then a studies manifest (``case_id,label,split,image,mask``); every row runs on the
+            largest-tumor slices, and ``volume_thieves`` add the rows of :mod:`medenc.security.volume`.
+        volume_thieves: the volume-aware rows (with ``studies`` only).
 
     Returns:
         The ``report.json`` content.
@@ -215,7 +224,10 @@ def security_evaluate(
 
     settings = settings or ThiefSettings()
     out = Path(out)
-    inputs = [*manifest_inputs(clean), *manifest_inputs(encrypted), model, key]
+    if (encrypted is None) == (studies is None):
+        raise InputError("give the encrypted slices or the shared studies, not both or neither")
+    encrypted_inputs = manifest_inputs(encrypted) if encrypted is not None else [Path(studies)]  # type: ignore[arg-type]
+    inputs = [*manifest_inputs(clean), *encrypted_inputs, model, key]
     check_output(out, inputs=inputs, force=force, what="report folder")
     base = load_base_model(model)
     the_key = load_key_for(key, tuple(base.info.classes))
@@ -224,7 +236,12 @@ def security_evaluate(
     if unknown:
         raise InputError(f"unknown architecture(s) {', '.join(unknown)}; known: {', '.join(ARCHITECTURES)}")
     started = time.perf_counter()
-    data = load_eval_data(clean, encrypted, base.preprocess.size[0], base.info.classes)
+    if studies is not None:
+        from medenc.security.volume import load_study_data
+
+        data = load_study_data(clean, studies, base.preprocess.size[0], tuple(base.info.classes))
+    else:
+        data = load_eval_data(clean, encrypted, base.preprocess.size[0], base.info.classes)  # type: ignore[arg-type]
     index = thief_subset(data.clean_train[1], settings.clean_fraction, settings.seed)
     thief = (data.clean_train[0][index], data.clean_train[1][index])
 
@@ -233,6 +250,7 @@ def security_evaluate(
     rows += [(d.label, d) for d in defences]
     if any(d.name == "finetune" for d in defences):
         rows.append(("few clean only", "few-clean"))
+    rows += [(t.label, t) for t in volume_thieves if studies is not None]
     table: dict[str, dict[str, dict[str, float]]] = {}
     seconds: dict[str, float] = {}
     kept: dict[tuple[str, str], nn.Module] = {}
@@ -279,7 +297,7 @@ def security_evaluate(
             "test": int(data.clean_test[1].numel()),
             "thief_clean": int(index.numel()),
         },
-        "fidelity": {"model_input_window": image_fidelity(data), **_stored_fidelity(Path(encrypted))},
+        "fidelity": {"model_input_window": image_fidelity(data), **_stored_fidelity(encrypted, data)},
         "key": {
             "fingerprint": the_key.fingerprint(),
             "combiner": the_key.combiner,
@@ -293,10 +311,11 @@ def security_evaluate(
         "key_recovery": recovery,
         "compared_with": previous.get("summary"),
         "clean_manifest": str(clean),
-        "encrypted_manifest": str(encrypted),
+        "encrypted_manifest": None if encrypted is None else str(encrypted),
         "model": str(model),
         "settings": asdict(settings),
         "row_seconds": seconds,
+        **_volume_entry(studies, data),
         **header("security-eval", started=started, device=resolve_device(settings.device)),
     }
     with atomic_directory(out, force=force, inputs=inputs) as tmp:
@@ -326,12 +345,26 @@ def _read_previous(path: str | Path | None, clean: str | Path, settings: ThiefSe
     return {"table": table, "summary": summary, "reusable": same_data and old.get("settings") == asdict(settings)}
 
 
-def _stored_fidelity(encrypted: Path) -> dict[str, Any]:
-    """Fidelity in stored units and the hardening from ``encrypt-dataset``'s in-house summary, if present."""
+def _volume_entry(studies: str | Path | None, data: Any) -> dict[str, Any]:
+    """The report's ``volume`` entry (shared studies only)."""
+    if studies is None:
+        return {}
+    from medenc.security.volume import sharing_summary
+
+    return {"volume": {"studies": str(studies), "shared": sharing_summary(data)}}
+
+
+def _stored_fidelity(encrypted: str | Path | None, eval_data: Any = None) -> dict[str, Any]:
+    """Fidelity in stored units and the hardening from ``encrypt-dataset``'s in-house summary, if present
+    (for shared studies: from their reports)."""
     from medenc.experiment.encrypt_dataset import read_summary
 
+    if encrypted is None:
+        from medenc.security.volume import stored_fidelity
+
+        return stored_fidelity(eval_data)
     try:
-        data = read_summary(encrypted.parent)
+        data = read_summary(Path(encrypted).parent)
         if data is None:
             return {}
         fid = data["fidelity_native_units"]

@@ -18,7 +18,9 @@ def security_table(report: dict[str, Any]) -> str:
         for arch in archs:
             r = report["table"][label][arch]
             cell = _pct(r["original_test"])
-            if "encrypted_test" in r:
+            if r.get("note"):  # a volume thief with nothing to train on ("none available")
+                cell = r["note"]
+            elif r.get("encrypted_test") is not None:
                 cell += f" ({_pct(r['encrypted_test'])})"
             cells.append(cell)
         rows.append(cells)
@@ -83,7 +85,7 @@ def comparison_table(report: dict[str, Any]) -> str:
         for arch in archs:
             old = before["table"][label].get(arch, {}).get("original_test")
             new = report["table"][label][arch]["original_test"]
-            change = "" if old is None else f" ({(new - old) * 100:+.1f})"
+            change = "" if old is None or new is None else f" ({(new - old) * 100:+.1f})"
             cells.append(f"{_pct(old)} -> {_pct(new)}{change}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     old_fid = (before.get("fidelity") or {}).get("model_input_window")
@@ -140,6 +142,10 @@ def markdown(report: dict[str, Any]) -> str:
             comparison_table(report),
             "",
         ]
+    if report.get("volume"):
+        from medenc.security.volume import volume_section
+
+        parts += volume_section(report)
     charts = "`security_heatmap.png`, `security_bars.png`" + (
         ", `security_compare.png`" if report.get("compared_with") else ""
     )
@@ -158,11 +164,11 @@ def write_security_report(report: dict[str, Any], folder: Path) -> None:
 
     (folder / "report.md").write_text(markdown(report), encoding="utf-8")
     rows, archs = report["rows"], report["archs"]
-    values = np.array([[report["table"][r][a]["original_test"] for a in archs] for r in rows])
+    values = np.array([[_value(report["table"][r][a]) for a in archs] for r in rows], dtype=float)
     fig, ax = plt.subplots(figsize=(2.6 + 1.3 * len(archs), 0.9 + 0.34 * len(rows)), dpi=120)
     image = ax.imshow(values, cmap="RdYlGn_r", vmin=0.0, vmax=1.0, aspect="auto")
     for (r, c), v in np.ndenumerate(values):
-        ax.text(c, r, f"{v:.0%}", ha="center", va="center", fontsize=8)
+        ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.0%}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(archs)), archs, fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
     ax.set_title("thief's accuracy on original test images", fontsize=9)
@@ -175,7 +181,7 @@ def write_security_report(report: dict[str, Any], folder: Path) -> None:
     width = 0.8 / max(1, len(archs))
     for i, arch in enumerate(archs):
         bars = ax.bar(np.arange(len(rows)) + (i - (len(archs) - 1) / 2) * width, values[:, i], width, label=arch)
-        ax.bar_label(bars, labels=[f"{v:.0%}" for v in values[:, i]], fontsize=6)
+        ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.0%}" for v in values[:, i]], fontsize=6)
     ax.axhline(report["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(np.arange(len(rows)), rows, rotation=40, ha="right", fontsize=7)
     ax.set_ylim(0, 1.1)
@@ -187,6 +193,12 @@ def write_security_report(report: dict[str, Any], folder: Path) -> None:
     plt.close(fig)
     if report.get("compared_with"):
         _comparison_chart(report, folder / "security_compare.png")
+
+
+def _value(cell: dict[str, Any]) -> float:
+    """A cell's accuracy on original test images, NaN where there is none."""
+    value = cell.get("original_test")
+    return float("nan") if value is None else float(value)
 
 
 def _psnr_text(fidelity: dict[str, Any] | None) -> str:
@@ -214,7 +226,7 @@ def _comparison_chart(report: dict[str, Any], path: Path) -> None:
     )
     for ax, arch in zip(axes[:, 0], archs, strict=True):
         for i, (label, table, color) in enumerate(sides):
-            values = [table[r].get(arch, {}).get("original_test", np.nan) for r in rows]
+            values = [_value(table[r].get(arch, {})) for r in rows]
             bars = ax.bar(x + (i - 0.5) * 0.4, values, 0.4, label=label, color=color)
             ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.0%}" for v in values], fontsize=6)
         ax.axhline(report["chance"], color="grey", linestyle="--", linewidth=1)

@@ -9,6 +9,7 @@ lists every case's status.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -22,12 +23,14 @@ from medenc.atomic import atomic_write_text
 from medenc.errors import InputError, MedencError
 from medenc.files import safe_name
 from medenc.io.tables import read_table
+from medenc.study.request import DEFAULT_SLICES
 
 logger = logging.getLogger(__name__)
 
 BATCH_COLUMNS = ("case_id", "label", "image")
 OPTIONAL_COLUMNS = ("mask", "series")
 SUMMARY_NAME = "batch-summary.json"
+TIMED = ("pgd", "io", "evaluate")  # the time split summed over the encrypted cases
 
 
 @dataclass(frozen=True)
@@ -111,14 +114,16 @@ def encrypt_batch(
     model: str | Path,
     key: str | Path,
     out: str | Path,
-    slices: str = "largest",
-    only_selected: bool = False,
+    slices: str = DEFAULT_SLICES,
+    allow_original_slices: bool = False,
+    coherent_slices: int = 1,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
     force: bool = False,
     allow_external_paths: bool = False,
     on_case: Callable[[str, str, str | None], None] | None = None,
+    on_progress: Callable[[str, str, float, float], None] | None = None,
 ) -> dict[str, Any]:
     """Encrypt every case of ``batch`` into ``out/<case_id>/``; return the summary (also written).
 
@@ -127,8 +132,9 @@ def encrypt_batch(
         model: base model checkpoint.
         key: key file.
         out: the batch output folder (may exist: finished cases are skipped).
-        slices: ``largest``, ``tumor`` or ``all`` for every case.
-        only_selected: write only the encrypted slices.
+        slices: ``all`` (default), ``largest`` or ``tumor`` for every case.
+        allow_original_slices: also write the slices that are not encrypted, with their original pixels.
+        coherent_slices: hardening: perturbations coherent through the plane, knots every that many slices.
         device: PGD device.
         batch_size: PGD samples per call (None: automatic, see :func:`medenc.study.encrypt.open_session`).
         precision: ``fp32``, ``bf16`` or ``auto``.
@@ -137,6 +143,8 @@ def encrypt_batch(
         allow_external_paths: accept image/mask paths leading outside the batch file's folder.
         on_case: called after each case with ``(case_id, status, message)``; status is ``encrypted``,
             ``skipped`` or ``failed``.
+        on_progress: called with ``(case_id, phase, done, total)`` while a case is encrypted (see
+            :data:`medenc.study.encrypt.Progress`).
 
     Returns:
         The summary: counts, and per case its status, output folder, error and seconds.
@@ -165,7 +173,8 @@ def encrypt_batch(
             mask=case.mask,
             slices=slices,
             series=case.series,
-            only_selected=only_selected,
+            allow_original_slices=allow_original_slices,
+            coherent_slices=coherent_slices,
         )
         entry: dict[str, Any] = {"case_id": case.case_id, "out": str(request.out), "error": None, "warnings": []}
         try:
@@ -182,8 +191,10 @@ def encrypt_batch(
                             "missing since it was written); encrypting the case again",
                             stacklevel=1,
                         )
-                    run_study(request, session, force=force or state == "damaged")
+                    progress = None if on_progress is None else functools.partial(on_progress, case.case_id)
+                    report = run_study(request, session, force=force or state == "damaged", progress=progress)
                     entry["status"] = "encrypted"
+                    entry["timing_s"] = {name: report["timing_s"][name] for name in TIMED}
             entry["warnings"] = [str(w.message) for w in caught]
         except MedencError as error:
             entry.update(status="failed", error=str(error))
@@ -202,9 +213,11 @@ def encrypt_batch(
         "skipped": sum(r["status"] == "skipped" for r in results),
         "failed": sum(r["status"] == "failed" for r in results),
         "slices": slices,
+        "allow_original_slices": allow_original_slices,
         "key_fingerprint": session.key.fingerprint(),
         "device": str(session.encryptor.device),
         "seconds": round(time.perf_counter() - started, 3),
+        "timing_s": {name: round(sum(r.get("timing_s", {}).get(name, 0.0) for r in results), 3) for name in TIMED},
         "results": results,
     }
     atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")

@@ -15,7 +15,7 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,12 +34,19 @@ from medenc.study.report import (
     slice_metrics,
     verify_output,
 )
-from medenc.study.request import StudyRequest, check_request
+from medenc.study.request import DEFAULT_SLICES, StudyRequest, check_request
+from medenc.study.sharing import plan_sharing
 
 if TYPE_CHECKING:  # pragma: no cover
     from medenc.io import Volume
 
 SERIES_DIR = "series"
+#: PGD samples (slices x targets) per call on a CPU: as many as keep samples x pixels under this
+#: (a whole 64x64 study of 256 slices, 64 slices at 128x128, 8 samples at 512x512)
+CPU_BATCH_PIXELS = 1 << 21
+#: ``progress(phase, done, total)``: phase ``"read"``, ``"pgd"``, ``"measure"`` or ``"write"``; PGD and
+#: measuring count slices (PGD in fractions of a slice, step by step), the others count 0 then 1
+Progress = Callable[[str, float, float], None]
 
 
 @dataclass
@@ -69,8 +76,8 @@ def open_session(
         model: base model checkpoint (must carry its ``Preprocess``).
         key: key file; read only; a warning if group or others may read it.
         device: PGD device (default: CUDA if available).
-        batch_size: PGD samples (slices x targets) per call; None: on CUDA all slices of a study in
-            one call, halved on out-of-memory; 64 on CPU.
+        batch_size: PGD samples (slices x targets) per call; None: all slices of a study in one call
+            (on CUDA, halved on out-of-memory; on a CPU, up to :data:`CPU_BATCH_PIXELS` pixels per call).
         precision: ``fp32``, ``bf16`` or ``auto``.
     """
     from medenc.core.encrypt import Encryptor
@@ -98,15 +105,19 @@ def encrypt_study(
     label: str,
     out: str | Path,
     mask: str | Path | None = None,
-    slices: str = "largest",
+    slices: str = DEFAULT_SLICES,
     series: str | None = None,
-    only_selected: bool = False,
+    allow_original_slices: bool = False,
+    coherent_slices: int = 1,
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
     force: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Encrypt one study into ``out`` (atomically) and return its report (also ``out/report.json``).
+
+    ``progress(phase, done, total)`` is called as the work goes (see :data:`Progress`).
 
     Raises:
         InputError: a bad study, mask, model, key, label or output path (checked before any PGD).
@@ -119,11 +130,12 @@ def encrypt_study(
         mask=None if mask is None else Path(mask),
         slices=slices,
         series=series,
-        only_selected=only_selected,
+        allow_original_slices=allow_original_slices,
+        coherent_slices=coherent_slices,
     )
     check_request(request, force=force, protected=(Path(model), Path(key)))  # cheap checks before loading
     session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
-    return run_study(request, session, force=force, count_loading=True)
+    return run_study(request, session, force=force, count_loading=True, progress=progress)
 
 
 def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
@@ -136,14 +148,20 @@ def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
         "label": request.label,
         "slices": request.slices,
         "series": request.series,
-        "only_selected": request.only_selected,
+        "allow_original_slices": request.allow_original_slices,
+        "coherent_slices": request.coherent_slices,
         "model_sha256": session.model_sha256,
         "key_fingerprint": session.key.fingerprint(),
     }
 
 
 def run_study(
-    request: StudyRequest, session: Session, *, force: bool = False, count_loading: bool = False
+    request: StudyRequest,
+    session: Session,
+    *,
+    force: bool = False,
+    count_loading: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Encrypt one study with a loaded session; validate everything before any PGD or write.
 
@@ -152,6 +170,7 @@ def run_study(
         session: the loaded model, key and encryptor.
         force: replace an existing ``request.out``.
         count_loading: add the session's loading time to the report's timing (single-study runs).
+        progress: called with ``(phase, done, total)`` as the work goes (see :data:`Progress`).
 
     Returns:
         The report, also written to ``request.out / "report.json"``.
@@ -160,6 +179,8 @@ def run_study(
     from medenc.io import read_image, read_mask, write_like
 
     started = time.perf_counter()
+    report_progress: Progress = progress or (lambda phase, done, total: None)
+    report_progress("read", 0, 1)
     timing: dict[str, float] = {}
     classes = tuple(session.base.info.classes)
     check_request(request, classes, force=force, protected=(session.base.path, session.key_path))
@@ -175,32 +196,33 @@ def run_study(
             selected = select_slices(tumor, request.slices)
         except InputError as error:
             raise InputError(error.problem, request.mask, error.tip) from None
-    write_slices = selected if request.only_selected else None
-    if write_slices is not None and volume.format == "nifti":
-        stored = volume.layout.stored_slices_of(np.asarray(write_slices))
-        if stored.size and stored[-1] - stored[0] + 1 != stored.size:
-            raise InputError(
-                "a NIfTI output holds one block of slices; the selected slices are not contiguous",
-                request.study,
-                tip="drop --only-selected to write the whole volume",
-            )
+    sharing = plan_sharing(
+        volume, selected, tumor, allow_original_slices=request.allow_original_slices, source=request.study
+    )
     timing["read"] = time.perf_counter() - started
 
     mark = time.perf_counter()
-    encrypted, pgd = _encrypt(volume, session, request.label, selected)
+    n = len(selected)
+    report_progress("pgd", 0, n)
+    encrypted, pgd = _encrypt(
+        volume, session, request, selected, lambda done: report_progress("pgd", done, n)
+    )
     timing["pgd"] = time.perf_counter() - mark
     mark = time.perf_counter()
     written = volume.quantize(encrypted)
-    per_slice = slice_metrics(volume, written, selected, session, tumor)
+    per_slice = slice_metrics(
+        volume, written, selected, session, tumor, progress=lambda done: report_progress("measure", done, n)
+    )
     timing["evaluate"] = time.perf_counter() - mark
 
     with atomic_directory(request.out, force=force) as tmp:
+        report_progress("write", 0, 1)
         mark = time.perf_counter()
         name = SERIES_DIR if volume.format == "dicom" else _nifti_name(volume.source)
-        write_like(volume, encrypted, tmp / name, slices=write_slices)
+        write_like(volume, encrypted, tmp / name, slices=sharing.write)
         timing["write"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        output = verify_output(volume, written, tmp / name, selected if request.only_selected else None)
+        output = verify_output(volume, written, tmp / name, sharing.write)
         timing["verify"] = time.perf_counter() - mark
         written_files = files_under(tmp / name)
         output.update(
@@ -214,10 +236,16 @@ def run_study(
             timing["load_model_and_key"] = session.seconds
             timing["total"] += session.seconds
         report = build_report(request, session, volume, selected, per_slice, output, requested, pgd, timing)
+        report["sharing"] = sharing.summary(request.allow_original_slices)
         report["warnings"] = [str(w.message) for w in caught]
+        if sharing.warning():
+            report["warnings"].append(sharing.warning())
+        report_progress("write", 1, 1)
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     for w in caught:  # pass them on to the caller (the CLI prints them)
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if sharing.warning():
+        warnings.warn(sharing.warning(), stacklevel=2)
     return report
 
 
@@ -228,6 +256,8 @@ def encrypt_volume(
     *,
     slices: Sequence[int],
     preprocess: Any,
+    progress: Callable[[float], None] | None = None,
+    coherent_slices: int = 1,
 ) -> np.ndarray:
     """Encrypt axial slices of a volume on its native grid, within its stored range.
 
@@ -237,6 +267,9 @@ def encrypt_volume(
         labels: the true class (index or name) of the volume, or one per slice.
         slices: canonical axial indices to encrypt.
         preprocess: the model's :class:`medenc.core.mapping.Preprocess` (native -> model input).
+        progress: called with the number of slices done (fractional, after every PGD step).
+        coherent_slices: > 1: perturbations coherent through the plane, knots every that many slices, all
+            slices in one PGD call (one label for all; :meth:`Encryptor.encrypt_coherent`).
 
     Returns:
         A copy of ``volume.voxels`` with the slices encrypted (not yet quantized: :meth:`Volume.quantize`
@@ -252,7 +285,13 @@ def encrypt_volume(
         labels = [labels] * len(slices)
     x = torch.from_numpy(volume.slice_batch(slices).astype(np.float32))
     lo, hi = (torch.from_numpy(b.astype(np.float32)[:, None]) for b in volume.bounds(slices))
-    encrypted = encryptor.encrypt(x, list(labels), mapping=preprocess.mapping(x), bounds=(lo, hi))
+    options = {"mapping": preprocess.mapping(x), "bounds": (lo, hi), "progress": progress}
+    if coherent_slices > 1:
+        encrypted = encryptor.encrypt_coherent(
+            x, list(labels), positions=slices, spacing=coherent_slices, **options
+        ).encrypted
+    else:
+        encrypted = encryptor.encrypt(x, list(labels), **options)
     return volume.with_slices(slices, encrypted.detach().cpu().numpy().astype(volume.voxels.dtype))
 
 
@@ -260,27 +299,51 @@ def _nifti_name(source: Path) -> str:
     return "image.nii" if source.name.lower().endswith(".nii") else "image.nii.gz"
 
 
-def _encrypt(volume: Any, session: Session, label: str, selected: list[int]) -> tuple[np.ndarray, dict[str, Any]]:
-    """PGD over the selected slices: on CUDA in as few calls as memory allows (halving on out-of-memory)."""
+def _encrypt(
+    volume: Any,
+    session: Session,
+    request: StudyRequest,
+    selected: list[int],
+    progress: Callable[[float], None] | None = None,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """PGD over the selected slices in as few calls as memory allows (on CUDA: halving on out-of-memory).
+
+    With ``request.coherent_slices > 1`` all slices go in one call (they are optimised jointly).
+    """
     import torch
 
     encryptor = session.encryptor
     k = session.key.num_targets
     cuda = encryptor.device.type == "cuda"
     if session.auto_batch:
-        encryptor.batch_size = len(selected) * k if cuda else 64
+        encryptor.batch_size = len(selected) * k if cuda else cpu_batch_size(volume, session, len(selected))
     while True:
         try:
-            result = encrypt_volume(volume, encryptor, label, slices=selected, preprocess=session.base.preprocess)
+            result = encrypt_volume(
+                volume,
+                encryptor,
+                request.label,
+                slices=selected,
+                preprocess=session.base.preprocess,
+                progress=progress,
+                coherent_slices=request.coherent_slices,
+            )
             break
         except torch.cuda.OutOfMemoryError:
             if not (cuda and session.auto_batch) or encryptor.batch_size <= k:
                 raise
             encryptor.batch_size = max(k, encryptor.batch_size // 2)
             torch.cuda.empty_cache()
-    per_call = max(1, encryptor.batch_size // k)
+    per_call = len(selected) if request.coherent_slices > 1 else max(1, encryptor.batch_size // k)
     return result, {
         "calls": math.ceil(len(selected) / per_call),
         "slices_per_call": min(per_call, len(selected)),
         "samples": len(selected) * k,
     }
+
+
+def cpu_batch_size(volume: Any, session: Session, slices: int) -> int:
+    """PGD samples per call on a CPU: every slice x target of the study, up to :data:`CPU_BATCH_PIXELS` pixels."""
+    k = session.key.num_targets
+    pixels = max(volume.shape[1] * volume.shape[2], math.prod(session.base.preprocess.size))
+    return max(k, min(slices * k, (CPU_BATCH_PIXELS // pixels) // k * k))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,18 +19,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from medenc.study.request import StudyRequest
 
 REPORT_NAME = "report.json"
-REPORT_FORMAT = "medenc.encrypt-study/1"
+REPORT_FORMAT = "medenc.encrypt-study/2"  # /2: sharing modes (no original slices by default)
 CHUNK_PIXELS = 1 << 19  # pixels measured at once (SSIM in float64 unfolds 121 values per pixel)
 
 
 def slice_metrics(
-    volume: Any, written: np.ndarray, selected: list[int], session: Session, tumor: np.ndarray | None
+    volume: Any,
+    written: np.ndarray,
+    selected: list[int],
+    session: Session,
+    tumor: np.ndarray | None,
+    progress: Callable[[float], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Per selected slice: fidelity in native, stored and model units and the base model's probabilities.
 
     The model-unit change uses the original slice's intensity window (as PGD did); the probabilities
     apply the model's own preprocessing to each image, as any user of the files would. Slices are
-    measured a few at a time (SSIM's convolution needs ~1 kB of memory per pixel).
+    measured a few at a time (SSIM's convolution needs ~1 kB of memory per pixel); ``progress`` is
+    called with the number of slices measured after each chunk.
 
     Shape:
         written: (Z, Y, X) like ``volume.voxels``.
@@ -39,6 +46,8 @@ def slice_metrics(
     for start in range(0, len(selected), per_chunk):
         chunk = selected[start : start + per_chunk]
         rows.extend(_chunk_metrics(volume, written, chunk, session, tumor))
+        if progress is not None:
+            progress(len(rows))
     return rows
 
 
@@ -201,8 +210,10 @@ def build_report(
             "mode": request.slices,
             "encrypted": [int(i) for i in selected],
             "total": int(volume.shape[0]),
-            "copied_unchanged": 0 if request.only_selected else int(volume.shape[0]) - len(selected),
-            "only_selected": request.only_selected,
+            "copied_unchanged": (
+                int(volume.shape[0]) - len(selected) if request.allow_original_slices else 0
+            ),
+            "allow_original_slices": request.allow_original_slices,
         },
         "fidelity": fidelity,
         "base_model": {

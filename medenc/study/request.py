@@ -12,7 +12,9 @@ from pathlib import Path
 from medenc.errors import InputError
 from medenc.files import check_output
 
-SLICE_MODES = ("largest", "tumor", "all")
+SLICE_MODES = ("all", "largest", "tumor")
+#: every slice encrypted: the output holds no original slice, with or without a mask
+DEFAULT_SLICES = "all"
 
 
 @dataclass(frozen=True)
@@ -24,19 +26,24 @@ class StudyRequest:
         label: the study's true class (a class name of the model).
         out: the output folder (created).
         mask: tumor mask (NIfTI or DICOM SEG on the image grid); needed for ``largest`` and ``tumor``.
-        slices: ``"largest"``, ``"tumor"`` or ``"all"``.
+        slices: ``"all"`` (the default), ``"largest"`` or ``"tumor"``: the slices to encrypt.
         series: SeriesInstanceUID to read from a folder holding several series.
-        only_selected: write only the encrypted slices instead of the complete volume.
+        allow_original_slices: also write the slices that are not encrypted, with their original pixels
+            (a complete volume). Off by default: only encrypted slices are written, so the output
+            never carries an original slice (see ``docs/encrypt-study.md``, "Sharing modes").
+        coherent_slices: hardening against through-plane averaging: the perturbations of adjacent slices
+            form one smooth field, optimised jointly, with knots every ``coherent_slices`` slices
+            (:mod:`medenc.core.coherent`); 1 (the default) perturbs each slice on its own.
     """
 
     study: Path
     label: str
     out: Path
     mask: Path | None = None
-    slices: str = "largest"
+    slices: str = DEFAULT_SLICES
     series: str | None = None
-    only_selected: bool = False
-
+    allow_original_slices: bool = False
+    coherent_slices: int = 1
 
 
 def check_request(
@@ -57,6 +64,8 @@ def check_request(
     """
     if request.slices not in SLICE_MODES:
         raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {request.slices!r}")
+    if request.coherent_slices < 1:
+        raise InputError(f"--coherent-slices must be >= 1, got {request.coherent_slices}")
     if request.mask is None and request.slices != "all":
         raise InputError(
             f"--slices {request.slices} needs a tumor mask", request.study, tip="pass --mask MASK, or use --slices all"

@@ -64,9 +64,13 @@ def n_slices_for(size: int) -> int:
     return max(MIN_SLICES, round(size * SLICES_PER_PIXEL))
 
 
-def output_grid(size: int) -> Grid:
-    """The voxel grid of a ``size x size`` case covering :data:`SLAB_Z` and :data:`FOV_MM`."""
-    n = n_slices_for(size)
+def output_grid(size: int, n_slices: int | None = None) -> Grid:
+    """The voxel grid of a ``size x size`` case covering :data:`SLAB_Z` and :data:`FOV_MM`.
+
+    ``n_slices`` sets the number of axial slices over the same slab (thinner slices for more of them);
+    by default it scales with ``size`` (:func:`n_slices_for`).
+    """
+    n = n_slices_for(size) if n_slices is None else int(n_slices)
     dx = FOV_MM / size
     dz = (SLAB_Z[1] - SLAB_Z[0]) / n
     # LPS position of voxel (0, 0, k): first column = patient right, first row = anterior

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from medenc.errors import InputError
-from medenc.synth.anatomy import head_model, mni_coordinates, output_grid, sample
+from medenc.synth.anatomy import MIN_SLICES, head_model, mni_coordinates, output_grid, sample
 from medenc.synth.tumors import CLASSES, DIFFICULTIES, Difficulty, render, sample_tumour
 
 #: Table 11 of the paper (train + test per class), in :data:`CLASSES` order.
@@ -90,7 +90,11 @@ def _mass_effect(coords: np.ndarray, centre: np.ndarray, radius: float, strength
 
 
 def generate_case(
-    label: str, rng: np.random.Generator, size: int = 128, difficulty: str | Difficulty = "paper"
+    label: str,
+    rng: np.random.Generator,
+    size: int = 128,
+    difficulty: str | Difficulty = "paper",
+    n_slices: int | None = None,
 ) -> SynthCase:
     """Generate one synthetic case of class ``label``.
 
@@ -99,6 +103,7 @@ def generate_case(
         rng: source of every random choice (the same generator state gives the same case).
         size: in-plane matrix (``size x size``); the number of slices scales with it.
         difficulty: preset name or :class:`Difficulty`.
+        n_slices: axial slices over the same slab (default: scales with ``size``, see below).
 
     Returns:
         The case; see :class:`SynthCase`.
@@ -111,7 +116,7 @@ def generate_case(
     _check_size(size)
     diff = get_difficulty(difficulty)
     model = head_model()
-    grid = output_grid(size)
+    grid = output_grid(size, n_slices)
     coords = mni_coordinates(grid, rng)
     tumour = sample_tumour(label, rng, diff, model)
     pushed = _mass_effect(coords, tumour.centre, tumour.radius, rng.uniform(0.3, 0.7))
@@ -191,8 +196,12 @@ def case_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
-def check_args(cases: int, seed: int, size: int, fmt: str, difficulty: str | Difficulty) -> None:
+def check_args(
+    cases: int, seed: int, size: int, fmt: str, difficulty: str | Difficulty, n_slices: int | None = None
+) -> None:
     """Raise :class:`InputError` for arguments :func:`write_dataset` would refuse."""
+    if n_slices is not None and not MIN_SLICES <= n_slices <= MAX_SIZE:
+        raise InputError(f"{n_slices} slices is out of range", tip=f"use {MIN_SLICES} to {MAX_SIZE} axial slices")
     if fmt not in FORMATS:
         raise InputError(f"unknown format {fmt!r}", tip=f"use one of {', '.join(FORMATS)}")
     if seed < 0:
@@ -213,6 +222,7 @@ def write_dataset(
     progress: Callable[[int, int], None] | None = None,
     *,
     force: bool = False,
+    n_slices: int | None = None,
 ) -> Path:
     """Generate ``cases`` cases and write them under ``out`` (built in a temporary folder, then renamed).
 
@@ -230,6 +240,7 @@ def write_dataset(
         difficulty: "easy", "paper" or "hard".
         progress: called with ``(done, total)`` after each case.
         force: replace an existing ``out``.
+        n_slices: axial slices per case over the same slab (default: scales with ``size``).
 
     Returns:
         Path of ``manifest.csv``.
@@ -237,14 +248,14 @@ def write_dataset(
     from medenc.atomic import atomic_directory
     from medenc.io.dicom_new import write_nifti, write_series
 
-    check_args(cases, seed, size, fmt, difficulty)
+    check_args(cases, seed, size, fmt, difficulty, n_slices)
     plan = plan_cases(cases, seed, balanced)
-    dataset_key = f"{seed}|{cases}|{size}|{difficulty}|{int(balanced)}"
+    dataset_key = f"{seed}|{cases}|{size}|{difficulty}|{int(balanced)}" + (f"|{n_slices}" if n_slices else "")
     out = Path(out)
     rows = []
     with atomic_directory(out, force=force) as tmp:
         for index, (case_id, label, split) in enumerate(plan):
-            case = generate_case(label, case_rng(seed, index), size, difficulty)
+            case = generate_case(label, case_rng(seed, index), size, difficulty, n_slices)
             folder = tmp / case_id
             folder.mkdir()
             image = f"{case_id}/image.nii.gz"
@@ -259,11 +270,11 @@ def write_dataset(
             if progress is not None:
                 progress(index + 1, len(plan))
         _write_index(tmp, rows, dict(cases=cases, seed=seed, size=size, format=fmt, balanced=balanced,
-                                     difficulty=difficulty))
+                                     difficulty=difficulty), n_slices)
     return out / "manifest.csv"
 
 
-def _write_index(folder: Path, rows: list[tuple[str, ...]], params: dict) -> None:
+def _write_index(folder: Path, rows: list[tuple[str, ...]], params: dict, n_slices: int | None = None) -> None:
     from medenc import __version__
 
     buf = io.StringIO()
@@ -273,7 +284,7 @@ def _write_index(folder: Path, rows: list[tuple[str, ...]], params: dict) -> Non
     (folder / "manifest.csv").write_text(buf.getvalue(), encoding="utf-8")
     counts = {c: {s: sum(r[1] == c and r[2] == s for r in rows) for s in ("train", "test")} for c in CLASSES}
     info = {"synthetic": True, "generator": f"medenc {__version__} synth", **params, "classes": list(CLASSES),
-            "counts": counts, "slices": int(output_grid(params["size"]).n_slices)}
+            "counts": counts, "slices": int(output_grid(params["size"], n_slices).n_slices)}
     (folder / "dataset.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     (folder / "README.txt").write_text(
         "SYNTHETIC DATA - not from any patient.\n"
