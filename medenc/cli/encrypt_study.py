@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medenc.cli._common import fail, warn
+from medenc.cli._common import ConfigOption, fail, warn
 
 app = typer.Typer()
 
@@ -18,8 +18,12 @@ def encrypt_study_command(
     key: Annotated[Path, typer.Option("--key", help="Key file from `medenc keygen` (read only; keep it secret).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (batch: one subfolder per case).")],
     study: Annotated[
-        Path | None,
-        typer.Argument(metavar="STUDY", help="DICOM folder (one or more series), DICOM file, or NIfTI volume."),
+        str | None,
+        typer.Argument(
+            metavar="STUDY",
+            help="DICOM folder (one or more series), DICOM file, NIfTI volume, or a DICOMweb study URL "
+            "http(s)://HOST:PORT/<root>/studies/<StudyInstanceUID> (credentials: see docs/pacs.md).",
+        ),
     ] = None,
     label: Annotated[str | None, typer.Option("--label", help="The study's diagnosis: a class of the model.")] = None,
     mask: Annotated[
@@ -37,7 +41,10 @@ def encrypt_study_command(
     ] = False,
     batch: Annotated[
         Path | None,
-        typer.Option("--batch", help="CSV of studies: case_id,label,image[,mask][,series]; resumable."),
+        typer.Option(
+            "--batch",
+            help="CSV of studies: case_id,label,image[,mask][,series] (image: a path or study URL); resumable.",
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
     batch_size: Annotated[
@@ -46,6 +53,24 @@ def encrypt_study_command(
     ] = None,
     precision: Annotated[str, typer.Option(help="fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output.")] = False,
+    uid_root: Annotated[
+        str | None,
+        typer.Option("--uid-root", help="Your organisation's DICOM UID root for the new UIDs (default: pydicom's)."),
+    ] = None,
+    config: ConfigOption = None,
+    to_pacs: Annotated[
+        str | None,
+        typer.Option("--to-pacs", help="DICOMweb root URL: also store the derived series into its study (STOW-RS)."),
+    ] = None,
+    pacs_timeout: Annotated[
+        float, typer.Option("--pacs-timeout", help="Seconds to wait for the PACS (connection and each answer).")
+    ] = 60.0,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Batch: processes encrypting at once (Ray actors; 1 GPU each on CUDA).")
+    ] = 1,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Batch: an existing Ray cluster (auto or HOST:PORT).")
+    ] = None,
 ) -> None:
     """Encrypt a study before sharing: a derived series of the same study plus OUT/report.json.
 
@@ -61,6 +86,13 @@ def encrypt_study_command(
         fail(f"--batch-size must be >= 1, got {batch_size}")
     if (study is None) == (batch is None):
         fail("give exactly one of STUDY or --batch STUDIES.csv")
+    if batch is None and (workers != 1 or ray_address is not None):
+        fail("--workers and --ray-address are for --batch")
+    if workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
+    from medenc.config import load_config, pick
+
+    uid_root = pick(uid_root, load_config(config), "uid_root", None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if batch is not None:
@@ -69,16 +101,22 @@ def encrypt_study_command(
                 fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
             with progress_bars() as bars:
                 summary = _run_batch(
-                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars
+                    batch, model, key, out, slices, only_selected, device, batch_size, precision, force, bars,
+                    uid_root=uid_root, to_pacs=to_pacs, pacs_timeout=pacs_timeout, workers=workers,
+                    ray_address=ray_address,
                 )
         else:
             if label is None:
                 fail("--label is required: the study's diagnosis, a class of the model")
+            from medenc.io.dicomweb import is_dicomweb_url
             from medenc.study.encrypt import encrypt_study
+            from medenc.study.pacs import encrypt_pacs_study
 
+            remote = is_dicomweb_url(study) or to_pacs is not None  # type: ignore[arg-type]
+            pacs = {"to_pacs": to_pacs, "pacs_timeout": pacs_timeout} if remote else {}
             with progress_bars() as bars:
                 bars.add_task(f"encrypting {study}", total=None)
-                report = encrypt_study(
+                report = (encrypt_pacs_study if remote else encrypt_study)(
                     study,  # type: ignore[arg-type]
                     model=model,
                     key=key,
@@ -92,6 +130,8 @@ def encrypt_study_command(
                     batch_size=batch_size,
                     precision=precision,
                     force=force,
+                    uid_root=uid_root,
+                    **pacs,
                 )
     for w in caught:
         warn(str(w.message))
@@ -115,6 +155,12 @@ def _run_batch(
     precision: str,
     force: bool,
     bars: Any,
+    *,
+    uid_root: str | None = None,
+    to_pacs: str | None = None,
+    pacs_timeout: float = 60.0,
+    workers: int = 1,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     from medenc.study.batch import encrypt_batch, read_batch
 
@@ -137,6 +183,11 @@ def _run_batch(
         precision=precision,
         force=force,
         on_case=on_case,
+        uid_root=uid_root,
+        to_pacs=to_pacs,
+        pacs_timeout=pacs_timeout,
+        workers=workers,
+        ray_address=ray_address,
     )
 
 
@@ -163,12 +214,19 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     uid = report["output"].get("series_uid")
     series = f" (series {uid})" if uid else ""
     typer.echo(f"wrote {report['output']['path']}{series} and {out / 'report.json'}")
+    stored = (report.get("pacs") or {}).get("stored")
+    if stored:
+        typer.echo(
+            f"stored series {stored['series_uid']} ({stored['instances']} instance(s)) into study "
+            f"{stored['study_uid']} on {stored['url']}"
+        )
 
 
 def _print_batch_summary(summary: dict[str, Any], out: Path) -> None:
     typer.echo(
         f"batch: {summary['cases']} cases: {summary['encrypted']} encrypted, {summary['skipped']} skipped "
         f"(already done), {summary['failed']} failed, in {summary['seconds']:.1f} s"
+        + (f" on {summary['engine']['workers']} Ray workers" if summary["engine"]["engine"] == "ray" else "")
     )
     for result in summary["results"]:
         for message in result["warnings"]:

@@ -27,6 +27,9 @@ class StudyRequest:
         slices: ``"largest"``, ``"tumor"`` or ``"all"``.
         series: SeriesInstanceUID to read from a folder holding several series.
         only_selected: write only the encrypted slices instead of the complete volume.
+        source: the DICOMweb study URL ``study`` was retrieved from (it names the study in the report).
+        source_sha256: what identifies that study (:func:`medenc.io.dicomweb.identity` of its instances).
+        to_pacs: the DICOMweb root the derived series is stored into (STOW-RS), if any.
     """
 
     study: Path
@@ -36,7 +39,9 @@ class StudyRequest:
     slices: str = "largest"
     series: str | None = None
     only_selected: bool = False
-
+    source: str | None = None
+    source_sha256: str | None = None
+    to_pacs: str | None = None
 
 
 def check_request(

@@ -213,6 +213,7 @@ def write_dataset(
     progress: Callable[[int, int], None] | None = None,
     *,
     force: bool = False,
+    uid_root: str | None = None,
 ) -> Path:
     """Generate ``cases`` cases and write them under ``out`` (built in a temporary folder, then renamed).
 
@@ -230,6 +231,7 @@ def write_dataset(
         difficulty: "easy", "paper" or "hard".
         progress: called with ``(done, total)`` after each case.
         force: replace an existing ``out``.
+        uid_root: the organisation's UID root of the DICOM UIDs (default: pydicom's).
 
     Returns:
         Path of ``manifest.csv``.
@@ -252,7 +254,7 @@ def write_dataset(
                 write_nifti(folder / "image.nii.gz", case.volume, case.affine)
             if fmt in ("dicom", "both"):
                 write_series(folder / "dicom", case.volume, case.affine, case_id=case_id,
-                             number=index + 1, dataset_key=dataset_key)
+                             number=index + 1, dataset_key=dataset_key, uid_root=uid_root)
                 image = f"{case_id}/dicom"
             write_nifti(folder / "mask.nii.gz", case.mask, case.affine)
             rows.append((case_id, label, split, image, f"{case_id}/mask.nii.gz"))
