@@ -360,3 +360,17 @@ def test_a_pacs_that_cannot_be_reached(env: dict[str, Any], tmp_path: Path) -> N
     result = _encrypt(env, f"http://127.0.0.1:{port}/dicom-web/studies/{env['studies'][0]['uid']}", tmp_path / "out")
     _one_line_error(result, env["studies"][0]["uid"], "cannot reach the PACS")
     assert "Connection refused" in result.output and not (tmp_path / "out").exists()
+
+
+def test_study_urls_on_ray_workers(env: dict[str, Any], tmp_path: Path) -> None:
+    """Workers retrieve from the PACS too (their credentials come from the environment they inherit)."""
+    from medenc.study.batch import encrypt_batch
+
+    batch = tmp_path / "batch.csv"
+    rows = [f"case{i},{s['label']},{s['url']},{s['mask']}" for i, s in enumerate(env["studies"][:2])]
+    batch.write_text("case_id,label,image,mask\n" + "\n".join(rows) + "\n")
+    summary = encrypt_batch(batch, model=env["model"], key=env["key"], out=tmp_path / "out", device="cpu", workers=2)
+    assert summary["engine"]["engine"] == "ray" and summary["encrypted"] == 2, summary["results"]
+    for index, study in enumerate(env["studies"][:2]):
+        report = json.loads((tmp_path / "out" / f"case{index}" / "report.json").read_text())
+        assert report["request"]["study"] == study["url"] and report["pacs"]["stored"] is None
