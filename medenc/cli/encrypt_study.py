@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from medenc.cli._common import ConfigOption, fail, warn
+from medenc.cli._common import fail, warn
 
 app = typer.Typer()
 
@@ -57,7 +57,9 @@ def encrypt_study_command(
         str | None,
         typer.Option("--uid-root", help="Your organisation's DICOM UID root for the new UIDs (default: pydicom's)."),
     ] = None,
-    config: ConfigOption = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML site settings; its uid_root key is used without --uid-root.")
+    ] = None,
     to_pacs: Annotated[
         str | None,
         typer.Option("--to-pacs", help="DICOMweb root URL: also store the derived series into its study (STOW-RS)."),
