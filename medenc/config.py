@@ -38,6 +38,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "seed": (int,),
     "augment": (bool,),
     "force": (bool,),
+    "uid_root": (str,),  # the organisation's DICOM UID root of every new UID (encrypt-study, synth)
     # the key
     "combiner": (str,),
     "ratio": Number,

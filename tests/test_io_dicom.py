@@ -228,9 +228,10 @@ def test_multiframe_subset_keeps_per_frame_groups(tmp_path: Path) -> None:
     frame = volume.frames[volume.layout.stored_slices_of([1])[0]].frame
     kept = derived.PerFrameFunctionalGroupsSequence[0].PlanePositionSequence[0].ImagePositionPatient
     assert kept == source.PerFrameFunctionalGroupsSequence[frame].PlanePositionSequence[0].ImagePositionPatient
-    assert derived.SourceImageSequence[0].ReferencedFrameNumber == frame + 1
+    derivation = derived.PerFrameFunctionalGroupsSequence[0].DerivationImageSequence[0]
+    assert derivation.SourceImageSequence[0].ReferencedFrameNumber == frame + 1
     assert derived.SharedFunctionalGroupsSequence[0].CTImageFrameTypeSequence[0].FrameType[:2] == [
         "DERIVED",
-        "SECONDARY",
+        "PRIMARY",  # enhanced images allow only PRIMARY as value 2
     ]
     assert np.array_equal(derived.pixel_array, source.pixel_array[frame])

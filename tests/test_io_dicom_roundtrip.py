@@ -18,6 +18,7 @@ import torch
 
 from medenc.errors import InputError
 from medenc.io import read_image, write_like
+from medenc.io.dicom_enhanced import is_enhanced
 from medenc.io.dicom_scrub import PIXEL_DATA, drop_reason
 from medenc.io.dicom_write import DERIVED_CHANGES, META_CHANGES
 from medenc.study.encrypt import encrypt_volume
@@ -102,13 +103,24 @@ def check_derived(source: pydicom.Dataset, derived: pydicom.Dataset, series_numb
     names = {source[t].keyword or str(pydicom.tag.Tag(t)) for t in dropped}
     diff = dataset_diff(source, derived) - names
     assert diff <= ALLOWED, f"undocumented changes: {sorted(diff - ALLOWED)}"
-    assert diff >= REQUIRED - {"PixelData"}, f"missing changes: {sorted(REQUIRED - diff)}"
-    assert derived.ImageType[:2] == ["DERIVED", "SECONDARY"]
+    if is_enhanced(source):  # the source reference is per frame (tests/test_io_validator.py checks it)
+        required = {"SOPInstanceUID", "SeriesInstanceUID"}
+        assert derived.ImageType[:2] == ["DERIVED", source.ImageType[1]]
+        assert "SourceImageSequence" not in derived and "DerivationDescription" not in derived
+        groups = derived.get("PerFrameFunctionalGroupsSequence")
+        text = groups[0].DerivationImageSequence[0].DerivationDescription if groups else derived.ImageComments
+        item = groups[0].DerivationImageSequence[0].SourceImageSequence[0] if groups else None
+    else:
+        required = REQUIRED - {"PixelData"}
+        assert derived.ImageType[:2] == ["DERIVED", "SECONDARY"]
+        text, item = derived.DerivationDescription, derived.SourceImageSequence[0]
+    assert diff >= required, f"missing changes: {sorted(required - diff)}"
     if "ImageType" in source and source["ImageType"].VM > 2:
         assert list(derived.ImageType[2:]) == list(source.ImageType[2:])
-    assert "medenc" in derived.DerivationDescription
+    assert "medenc" in text
     assert derived.SeriesNumber == series_number
-    item = derived.SourceImageSequence[0]
+    if item is None:
+        return diff
     assert item.ReferencedSOPInstanceUID == source.SOPInstanceUID
     assert item.ReferencedSOPClassUID == source.SOPClassUID
     assert "IconImageSequence" not in derived

@@ -18,8 +18,12 @@ def encrypt_study_command(
     key: Annotated[Path, typer.Option("--key", help="Key file from `medenc keygen` (read only; keep it secret).")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (batch: one subfolder per case).")],
     study: Annotated[
-        Path | None,
-        typer.Argument(metavar="STUDY", help="DICOM folder (one or more series), DICOM file, or NIfTI volume."),
+        str | None,
+        typer.Argument(
+            metavar="STUDY",
+            help="DICOM folder (one or more series), DICOM file, NIfTI volume, or a DICOMweb study URL "
+            "http(s)://HOST:PORT/<root>/studies/<StudyInstanceUID> (credentials: see docs/pacs.md).",
+        ),
     ] = None,
     label: Annotated[str | None, typer.Option("--label", help="The study's diagnosis: a class of the model.")] = None,
     mask: Annotated[
@@ -57,7 +61,10 @@ def encrypt_study_command(
     ] = False,
     batch: Annotated[
         Path | None,
-        typer.Option("--batch", help="CSV of studies: case_id,label,image[,mask][,series]; resumable."),
+        typer.Option(
+            "--batch",
+            help="CSV of studies: case_id,label,image[,mask][,series] (image: a path or study URL); resumable.",
+        ),
     ] = None,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
     batch_size: Annotated[
@@ -74,6 +81,26 @@ def encrypt_study_command(
             "CSV's folder.",
         ),
     ] = False,
+    uid_root: Annotated[
+        str | None,
+        typer.Option("--uid-root", help="Your organisation's DICOM UID root for the new UIDs (default: pydicom's)."),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", help="YAML site settings; its uid_root key is used without --uid-root.")
+    ] = None,
+    to_pacs: Annotated[
+        str | None,
+        typer.Option("--to-pacs", help="DICOMweb root URL: also store the derived series into its study (STOW-RS)."),
+    ] = None,
+    pacs_timeout: Annotated[
+        float, typer.Option("--pacs-timeout", help="Seconds to wait for the PACS (connection and each answer).")
+    ] = 60.0,
+    workers: Annotated[
+        int, typer.Option("--workers", help="Batch: processes encrypting at once (Ray actors; 1 GPU each on CUDA).")
+    ] = 1,
+    ray_address: Annotated[
+        str | None, typer.Option("--ray-address", help="Batch: an existing Ray cluster (auto or HOST:PORT).")
+    ] = None,
 ) -> None:
     """Encrypt a study before sharing: a derived series of the same study plus OUT/report.json.
 
@@ -92,6 +119,13 @@ def encrypt_study_command(
         fail("give exactly one of STUDY or --batch STUDIES.csv")
     if only_selected and allow_original_slices:
         fail("--only-selected and --allow-original-slices contradict each other (only encrypted slices is the default)")
+    if batch is None and (workers != 1 or ray_address is not None):
+        fail("--workers and --ray-address are for --batch")
+    if workers < 1:
+        fail(f"--workers must be >= 1, got {workers}")
+    from medenc.config import load_config, pick
+
+    uid_root = pick(uid_root, load_config(config), "uid_root", None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if batch is not None:
@@ -100,17 +134,24 @@ def encrypt_study_command(
                 fail(f"{', '.join(given)} cannot be used with --batch: give them per case in the CSV")
             with progress_bars() as bars:
                 summary = _run_batch(
-                    batch, model, key, out, slices, allow_original_slices, coherent_slices, device, batch_size,
-                    precision, force, bars, allow_external_paths,
+                    batch, bars, model=model, key=key, out=out, slices=slices,
+                    allow_original_slices=allow_original_slices, coherent_slices=coherent_slices, device=device,
+                    batch_size=batch_size, precision=precision, force=force,
+                    allow_external_paths=allow_external_paths, uid_root=uid_root, to_pacs=to_pacs,
+                    pacs_timeout=pacs_timeout, workers=workers, ray_address=ray_address,
                 )
         else:
             if label is None:
                 fail("--label is required: the study's diagnosis, a class of the model")
+            from medenc.io.dicomweb import is_dicomweb_url
             from medenc.study.encrypt import encrypt_study
+            from medenc.study.pacs import encrypt_pacs_study
 
+            remote = is_dicomweb_url(study) or to_pacs is not None  # type: ignore[arg-type]
+            pacs = {"to_pacs": to_pacs, "pacs_timeout": pacs_timeout} if remote else {}
             with progress_bars() as bars:
                 task = bars.add_task(f"{study}: reading", total=1)
-                report = encrypt_study(
+                report = (encrypt_pacs_study if remote else encrypt_study)(
                     study,  # type: ignore[arg-type]
                     model=model,
                     key=key,
@@ -126,6 +167,8 @@ def encrypt_study_command(
                     precision=precision,
                     force=force,
                     progress=_drawer(bars, task, f"{study}: "),
+                    uid_root=uid_root,
+                    **pacs,
                 )
     for w in caught:
         warn(str(w.message))
@@ -137,24 +180,12 @@ def encrypt_study_command(
         _print_report(report, out)
 
 
-def _run_batch(
-    batch: Path,
-    model: Path,
-    key: Path,
-    out: Path,
-    slices: str,
-    allow_original_slices: bool,
-    coherent_slices: int,
-    device: str | None,
-    batch_size: int | None,
-    precision: str,
-    force: bool,
-    bars: Any,
-    allow_external_paths: bool,
-) -> dict[str, Any]:
+def _run_batch(batch: Path, bars: Any, **options: Any) -> dict[str, Any]:
+    """:func:`medenc.study.batch.encrypt_batch` with a bar over the studies and one for the current case."""
     from medenc.study.batch import encrypt_batch, read_batch
 
-    task = bars.add_task("studies", total=len(read_batch(batch, allow_external_paths=allow_external_paths)))
+    total = len(read_batch(batch, allow_external_paths=options["allow_external_paths"]))
+    task = bars.add_task("studies", total=total)
     case_task = bars.add_task("", total=1)
     draw = _drawer(bars, case_task)
 
@@ -165,19 +196,9 @@ def _run_batch(
 
     return encrypt_batch(
         batch,
-        model=model,
-        key=key,
-        out=out,
-        slices=slices,
-        allow_original_slices=allow_original_slices,
-        coherent_slices=coherent_slices,
-        device=device,
-        batch_size=batch_size,
-        precision=precision,
-        force=force,
-        allow_external_paths=allow_external_paths,
         on_case=on_case,
         on_progress=lambda case_id, phase, done, total: draw(phase, done, total, f"{case_id}: "),
+        **options,
     )
 
 
@@ -228,12 +249,19 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     uid = report["output"].get("series_uid")
     series = f" (series {uid})" if uid else ""
     typer.echo(f"wrote {report['output']['path']}{series} and {out / 'report.json'}")
+    stored = (report.get("pacs") or {}).get("stored")
+    if stored:
+        typer.echo(
+            f"stored series {stored['series_uid']} ({stored['instances']} instance(s)) into study "
+            f"{stored['study_uid']} on {stored['url']}"
+        )
 
 
 def _print_batch_summary(summary: dict[str, Any], out: Path) -> None:
     typer.echo(
         f"batch: {summary['cases']} cases: {summary['encrypted']} encrypted, {summary['skipped']} skipped "
         f"(already done), {summary['failed']} failed, in {summary['seconds']:.1f} s"
+        + (f" on {summary['engine']['workers']} Ray workers" if summary["engine"]["engine"] == "ray" else "")
     )
     if summary["encrypted"]:
         split = summary["timing_s"]

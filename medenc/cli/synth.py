@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from medenc.cli._common import fail
+
 app = typer.Typer()
 
 
@@ -27,6 +29,9 @@ def synth(
         Path | None, typer.Option(help="Also save a PNG with one case per class (largest-tumour slices).")
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    uid_root: Annotated[
+        str | None, typer.Option("--uid-root", help="Your organisation's DICOM UID root for the UIDs made.")
+    ] = None,
 ) -> None:
     """Generate a SYNTHETIC brain-tumour MRI data set (MNI152 anatomy, 5 tumour classes).
 
@@ -40,11 +45,19 @@ def synth(
     # validate everything before any work or output
     lib.check_args(cases, seed, size, fmt, difficulty, slices)
     check_output(out, force=force, what="output folder")
+    if uid_root is not None:
+        from medenc.io.uids import check_uid_root
+
+        try:
+            check_uid_root(uid_root)
+        except ValueError as error:
+            fail(str(error))
     with progress_bars() as bar:  # on stderr: stdout carries only the result lines
         task = bar.add_task("synth", total=cases)
         manifest = lib.write_dataset(
             out, cases, seed=seed, size=size, fmt=fmt, balanced=balanced, difficulty=difficulty,
             progress=lambda done, total: bar.update(task, completed=done), force=force, n_slices=slices,
+            uid_root=uid_root,
         )
     typer.echo(f"wrote {cases} SYNTHETIC cases to {out} (manifest: {manifest})")
     if montage is not None:

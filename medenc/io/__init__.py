@@ -86,6 +86,7 @@ def write_like(
     series_description: str | None = None,
     series_number: int | None = None,
     keep_private: Sequence[str | int | tuple[int, int]] | None = None,
+    uid_root: str | None = None,
 ) -> list[Path]:
     """Write new voxels like the source: a derived DICOM series (folder) or a NIfTI file.
 
@@ -101,6 +102,7 @@ def write_like(
         series_number: DICOM SeriesNumber of the derived series.
         keep_private: DICOM: private tags to keep (``[(0x0029, 0x1010)]`` or ``["0029,1010"]``); every
             other private element is removed (see ``docs/io.md``). Ignored for NIfTI.
+        uid_root: DICOM: the organisation's UID root for the new UIDs (see :mod:`medenc.io.uids`).
 
     Returns:
         The written files.
@@ -120,5 +122,6 @@ def write_like(
             series_number=series_number,
             force=force,
             keep_private=keep_private,
+            uid_root=uid_root,
         )
     return write_nifti(volume, native, out, stored_slices=stored_slices, force=force)

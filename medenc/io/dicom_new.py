@@ -15,10 +15,10 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 _LPS = np.diag([-1.0, -1.0, 1.0])
 
 
-def _uid(dataset_key: str, case_id: str, *parts: object):
-    from pydicom.uid import generate_uid
+def _uid(dataset_key: str, case_id: str, *parts: object, root: str | None = None) -> str:
+    from medenc.io.uids import new_uid
 
-    return generate_uid(entropy_srcs=["medenc-synth", dataset_key, case_id, *map(str, parts)])
+    return new_uid(root, ["medenc-synth", dataset_key, case_id, *map(str, parts)])
 
 
 def _ds(value: float) -> str:
@@ -28,7 +28,14 @@ def _ds(value: float) -> str:
 
 
 def write_series(
-    folder: str | Path, volume: np.ndarray, affine: np.ndarray, *, case_id: str, number: int, dataset_key: str
+    folder: str | Path,
+    volume: np.ndarray,
+    affine: np.ndarray,
+    *,
+    case_id: str,
+    number: int,
+    dataset_key: str,
+    uid_root: str | None = None,
 ) -> list[Path]:
     """Write ``volume`` as an axial MR series, one file per slice (``IM0001.dcm`` = most inferior).
 
@@ -39,6 +46,7 @@ def write_series(
         case_id: patient and accession identifier.
         number: case number (used for the synthetic study time).
         dataset_key: identifies the data set's parameters; with ``case_id`` it seeds the UIDs.
+        uid_root: the organisation's UID root of the UIDs (default: pydicom's; :mod:`medenc.io.uids`).
 
     Returns:
         The written files, in slice order.
@@ -86,11 +94,11 @@ def write_series(
     ds.MagneticFieldStrength = "3"
     ds.ContrastBolusAgent = "gadolinium (simulated)"
     ds.PatientPosition = "HFS"
-    ds.StudyInstanceUID = _uid(dataset_key, case_id, "study")
-    ds.SeriesInstanceUID = _uid(dataset_key, case_id, "series")
+    ds.StudyInstanceUID = _uid(dataset_key, case_id, "study", root=uid_root)
+    ds.SeriesInstanceUID = _uid(dataset_key, case_id, "series", root=uid_root)
     ds.StudyID = "1"
     ds.SeriesNumber = 1
-    ds.FrameOfReferenceUID = _uid(dataset_key, case_id, "frame")
+    ds.FrameOfReferenceUID = _uid(dataset_key, case_id, "frame", root=uid_root)
     ds.PositionReferenceIndicator = ""
     ds.ImageOrientationPatient = [_ds(v) for v in (*row_dir, *col_dir)]
     ds.SamplesPerPixel = 1
@@ -111,7 +119,7 @@ def write_series(
     paths = []
     for k in range(volume.shape[2]):
         position = lps @ np.array([0.0, 0.0, k]) + _LPS @ affine[:3, 3]
-        uid = _uid(dataset_key, case_id, "image", k)
+        uid = _uid(dataset_key, case_id, "image", k, root=uid_root)
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID = uid
         ds.InstanceNumber = k + 1
         ds.ImagePositionPatient = [_ds(v) for v in position]

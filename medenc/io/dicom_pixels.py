@@ -55,9 +55,6 @@ def check_image(path: Path, ds: Any) -> None:
         )
     if int(ds.get("BitsAllocated", 0)) not in (8, 16, 32):
         raise InputError(f"unsupported BitsAllocated {ds.get('BitsAllocated')} (expected 8, 16 or 32)", shown(path))
-    if "ModalityLUTSequence" in ds:
-        message = "a Modality LUT is present and ignored; native values = stored values"
-        warnings.warn(f"{shown(path)}: {message}", stacklevel=3)
 
 
 def frame_count(path: Path, ds: Any) -> int:

@@ -24,6 +24,7 @@ from medenc.io.dicom_header import DicomFrame, as_number, frames_of
 from medenc.io.dicom_pixels import check_image, check_pixel_data, decode
 from medenc.io.limits import check_declared, gunzip_limited, shown
 from medenc.io.limits import max_voxels as _max_voxels
+from medenc.io.modality_lut import ModalityLUT, modality_lut
 from medenc.io.volume import PixelCodec, StoredLayout, Volume, canonical_affine, orientation_for
 
 logger = logging.getLogger(__name__)
@@ -270,13 +271,33 @@ def _codec(ds: Any, frames: list[DicomFrame], stored: np.ndarray) -> PixelCodec:
             logger.warning("%s: stored values exceed BitsStored=%d; using the observed range", frames[0].path, bits)
             info = np.iinfo(dtype)
             lo, hi = max(min(lo, observed_lo), info.min), min(max(hi, observed_hi), info.max)
+    lut = _series_lut(frames)
     return PixelCodec(
         dtype=dtype,
         lo=float(lo),
         hi=float(hi),
-        slope=np.array([f.slope for f in frames], dtype=np.float64),
-        intercept=np.array([f.intercept for f in frames], dtype=np.float64),
+        slope=np.ones(len(frames)) if lut else np.array([f.slope for f in frames], dtype=np.float64),
+        intercept=np.zeros(len(frames)) if lut else np.array([f.intercept for f in frames], dtype=np.float64),
+        lut=lut,
     )
+
+
+def _series_lut(frames: list[DicomFrame]) -> ModalityLUT | None:
+    """The series' Modality LUT (one table for every image), or ``None``; mixed tables are an error."""
+    tables: dict[Path, ModalityLUT | None] = {}
+    for f in frames:
+        if f.path not in tables:
+            tables[f.path] = modality_lut(f.path, f.header)
+    first_path, first = next(iter(tables.items()))
+    for path, lut in tables.items():
+        if (first is None) != (lut is None) or (first is not None and not first.same_as(lut)):
+            has = "has" if first is not None else "has no"
+            raise InputError(
+                f"the Modality LUT differs within the series ({shown(first_path).name} {has} one)",
+                shown(path),
+                tip="read the images with different LUTs as separate series",
+            )
+    return first
 
 
 def read_dicom(

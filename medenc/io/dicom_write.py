@@ -21,7 +21,9 @@ import numpy as np
 
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError, OutputExistsError
+from medenc.io.dicom_enhanced import ORIGINAL_ONLY, derive_enhanced, is_enhanced
 from medenc.io.dicom_scrub import DROPPED, keep_set, scrub
+from medenc.io.uids import check_uid_root, new_uid
 from medenc.io.volume import Volume
 
 logger = logging.getLogger(__name__)
@@ -32,9 +34,11 @@ DERIVED_CHANGES: dict[str, str] = {
     "SeriesInstanceUID": "new UID, shared by the derived series",
     "SeriesNumber": "source + 1000 unless given",
     "SeriesDescription": "given, or source description + ' (medenc)' ('medenc derived' if none)",
-    "ImageType": "DERIVED\\SECONDARY, values 3+ kept",
-    "DerivationDescription": "names medenc and its version (never the key)",
-    "SourceImageSequence": "one item pointing at the source instance (and its frames)",
+    "ImageType": "DERIVED\\SECONDARY, values 3+ kept (enhanced images: DERIVED, value 2 and 3+ kept)",
+    "DerivationDescription": "names medenc and its version (never the key); enhanced images: per frame",
+    "SourceImageSequence": "one item pointing at the source instance (and its frames); enhanced images: per frame",
+    "SourceImageEvidenceSequence": "enhanced images with per-frame groups: the source instance",
+    "ImageComments": "enhanced images without per-frame groups only: the derivation description appended",
     "PixelData": "new values, uncompressed, stored dtype, clipped to the source's valid range",
     "IconImageSequence": "removed at every nesting level (holds original pixels)",
     "PrivateTags": "removed at every nesting level unless listed in keep_private (" + DROPPED["private"] + ")",
@@ -54,8 +58,13 @@ DERIVED_CHANGES: dict[str, str] = {
     "LossyImageCompression": "set to 01 only if the source was lossy compressed and did not say so",
     "LossyImageCompressionMethod": "set with LossyImageCompression (same condition)",
     "NumberOfFrames": "multi-frame only: the number of frames written",
-    "PerFrameFunctionalGroupsSequence": "multi-frame only: items of the frames written; FrameType DERIVED",
-    "SharedFunctionalGroupsSequence": "multi-frame only: FrameType values 1-2 DERIVED\\SECONDARY",
+    "PerFrameFunctionalGroupsSequence": "multi-frame only: items of the frames written; FrameType value 1 DERIVED; "
+    "a Derivation Image group per frame",
+    "SharedFunctionalGroupsSequence": "multi-frame only: FrameType value 1 DERIVED",
+    **{
+        keyword: "removed from a derived Enhanced MR image (1C: only for ORIGINAL or MIXED images)"
+        for keyword in sorted({k for names in ORIGINAL_ONLY.values() for k in names})
+    },
 }
 
 #: file meta elements that change: the transfer syntax, the instance UID and the writer's identity
@@ -87,11 +96,15 @@ _WORD_SIZE = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
 SOURCE_PURPOSE = ("121322", "DCM", "Source image for image processing operation")
 
 
+#: how every DerivationDescription medenc writes begins (a PACS client recognises medenc's series by it)
+DERIVATION_PREFIX = "Adversarial data encryption by medenc"
+
+
 def derivation_text() -> str:
     """The DerivationDescription of medenc's derived images (no key material)."""
     from medenc import __version__
 
-    return f"Adversarial data encryption by medenc {__version__}: pixel values modified"
+    return f"{DERIVATION_PREFIX} {__version__}: pixel values modified"
 
 
 def check_output(out: Path, inputs: Sequence[Path], force: bool) -> None:
@@ -126,16 +139,6 @@ def _swap_words(ds: Any) -> None:
                 elem.value = np.frombuffer(elem.value, dtype=f">u{size}").astype(f"<u{size}").tobytes()
 
 
-def _set_frame_type(groups: Any) -> None:
-    for item in groups or []:
-        for elem in item:
-            if elem.VR == "SQ" and elem.keyword.endswith("FrameTypeSequence"):
-                for inner in elem.value:
-                    if "FrameType" in inner:
-                        values = list(inner.FrameType) if inner["FrameType"].VM > 1 else [inner.FrameType]
-                        inner.FrameType = ["DERIVED", "SECONDARY", *values[2:]]
-
-
 def _source_item(header: Any, frames: list[int] | None) -> Any:
     from pydicom.dataset import Dataset
 
@@ -160,6 +163,7 @@ def derive_dataset(
     series_description: str,
     derivation_description: str,
     keep_private: Sequence[str | int | tuple[int, int]] | None = None,
+    uid_root: str | None = None,
 ) -> Any:
     """A derived copy of one source header holding ``pixels`` (stored dtype).
 
@@ -173,12 +177,13 @@ def derive_dataset(
         derivation_description: the DerivationDescription text.
         keep_private: private tags to keep (see :func:`medenc.io.dicom_scrub.parse_tag`); every other
             private element is removed.
+        uid_root: the organisation's UID root for the new SOP Instance UID (default: pydicom's).
 
     Shape:
         pixels: (F, R, C).
     """
     from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     from medenc import __version__
 
@@ -190,7 +195,7 @@ def derive_dataset(
     scrub(ds, sorted(keep))
     if big_endian:
         _swap_words(ds)
-    uid = generate_uid()
+    uid = new_uid(uid_root)
     meta = ds.file_meta if getattr(ds, "file_meta", None) is not None else FileMetaDataset()
     if "MediaStorageSOPClassUID" not in meta:
         meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -205,10 +210,12 @@ def derive_dataset(
     ds.SeriesInstanceUID = series_uid
     ds.SeriesNumber = series_number
     ds.SeriesDescription = series_description[:64]
-    old_type = list(ds.ImageType) if "ImageType" in ds and ds["ImageType"].VM > 1 else []
-    ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
-    ds.DerivationDescription = derivation_description
-    ds.SourceImageSequence = [_source_item(header, frames)]
+    enhanced = is_enhanced(header)
+    if not enhanced:
+        old_type = list(ds.ImageType) if "ImageType" in ds and ds["ImageType"].VM > 1 else []
+        ds.ImageType = ["DERIVED", "SECONDARY", *old_type[2:]]
+        ds.DerivationDescription = derivation_description
+        ds.SourceImageSequence = [_source_item(header, frames)]
     _remove_group_lengths(ds)
     for keyword in _STALE:
         if keyword in ds:
@@ -223,8 +230,8 @@ def derive_dataset(
             if "PerFrameFunctionalGroupsSequence" in ds:
                 items = ds.PerFrameFunctionalGroupsSequence
                 ds.PerFrameFunctionalGroupsSequence = [items[i] for i in frames]
-        _set_frame_type(ds.get("SharedFunctionalGroupsSequence"))
-        _set_frame_type(ds.get("PerFrameFunctionalGroupsSequence"))
+    if enhanced:
+        derive_enhanced(ds, header, frames if frames is not None else [0], derivation_description, SOURCE_PURPOSE)
 
     dtype = np.dtype(pixels.dtype).newbyteorder("<")
     ds.PixelData = np.ascontiguousarray(pixels.astype(dtype)).tobytes()
@@ -252,6 +259,7 @@ def write_dicom(
     derivation_description: str | None = None,
     force: bool = False,
     keep_private: Sequence[str | int | tuple[int, int]] | None = None,
+    uid_root: str | None = None,
 ) -> list[Path]:
     """Write ``native`` as a derived series of ``volume``'s source into the new folder ``out``.
 
@@ -267,6 +275,8 @@ def write_dicom(
         force: replace an existing ``out``.
         keep_private: private tags to copy into the derived files, e.g. ``[(0x0029, 0x1010)]`` or
             ``["0029,1010"]`` (their private creators come along); all other private tags are removed.
+        uid_root: the organisation's UID root for the new Series and SOP Instance UIDs (default:
+            pydicom's, ``1.2.826.0.1.3680043.8.498``); see :mod:`medenc.io.uids`.
 
     Returns:
         The written files in stored slice order.
@@ -274,8 +284,6 @@ def write_dicom(
     Shape:
         native: (Z, Y, X) like ``volume.voxels``.
     """
-    from pydicom.uid import generate_uid
-
     out = Path(out)
     if volume.format != "dicom":
         raise ValueError(f"write_dicom needs a DICOM volume, got {volume.format}")
@@ -284,6 +292,11 @@ def write_dicom(
         keep = sorted(keep_set(keep_private))
     except ValueError as exc:
         raise InputError(str(exc), tip="list private tags as gggg,eeee with an odd group") from exc
+    if uid_root is not None:
+        try:
+            uid_root = check_uid_root(uid_root)
+        except ValueError as exc:
+            raise InputError(str(exc), tip="use your organisation's registered UID root") from exc
     stored = volume.to_stored(np.asarray(native))
     wanted = range(len(volume.frames)) if stored_slices is None else sorted({int(i) for i in stored_slices})
     groups: dict[Path, list[int]] = {}
@@ -296,7 +309,7 @@ def write_dicom(
     number = series_number if series_number is not None else int(first.get("SeriesNumber", 0) or 0) + 1000
     source_description = str(first.get("SeriesDescription", "") or "").strip()
     description = series_description or (f"{source_description} (medenc)" if source_description else "medenc derived")
-    series_uid = generate_uid()
+    series_uid = new_uid(uid_root)
     encoded = []
     for position, (path, indices) in enumerate(groups.items()):
         frames = [volume.frames[i] for i in indices]
@@ -314,6 +327,7 @@ def write_dicom(
             series_description=description,
             derivation_description=derivation_description or derivation_text(),
             keep_private=keep,
+            uid_root=uid_root,
         )
         encoded.append((f"IM{position + 1:05d}.dcm", encode_dataset(ds)))
         logger.debug("derived %s from %s", encoded[-1][0], path.name)

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from medenc.io.modality_lut import ModalityLUT
+
 #: canonical axis codes of ``Volume.voxels`` in (x, y, z) order
 CANONICAL_AXCODES = ("L", "P", "S")
 
@@ -30,7 +32,8 @@ CANONICAL_AXCODES = ("L", "P", "S")
 class PixelCodec:
     """Stored pixel values <-> native values, per stored slice.
 
-    ``native = stored * slope + intercept``; the inverse rounds to the stored dtype and clips to the
+    ``native = stored * slope + intercept``, or through a :class:`ModalityLUT` when the source has one
+    (slope and intercept are then 1 and 0); the inverse rounds to the stored dtype and clips to the
     source's *valid range*: the representable stored range ``[lo, hi]``, and in native values never
     below ``floor``, the smallest native value of the source volume. No original voxel is darker than
     ``floor`` (0 for an MR magnitude image, -1024 HU air for most CT), so neither is an encrypted one:
@@ -43,6 +46,7 @@ class PixelCodec:
         slope: rescale slope per stored slice.
         intercept: rescale intercept per stored slice.
         floor: smallest valid native value (``-inf``: none beyond the stored range).
+        lut: the Modality LUT (stored -> native) when the source has one, else ``None``.
 
     Shape:
         slope, intercept: (S,) for S stored slices.
@@ -54,6 +58,7 @@ class PixelCodec:
     slope: np.ndarray
     intercept: np.ndarray
     floor: float = -np.inf
+    lut: ModalityLUT | None = None
 
     def with_floor(self, native: np.ndarray) -> PixelCodec:
         """This codec with ``floor`` = the smallest finite value of the source's ``native`` voxels."""
@@ -78,6 +83,8 @@ class PixelCodec:
         Shape:
             stored: (S, ...) with S == len(slope) or len(slices); result like stored.
         """
+        if self.lut is not None:
+            return self.lut.to_native(stored).astype(dtype)
         slope, intercept = self._per_slice(stored, slices)
         return (stored.astype(np.float64) * slope + intercept).astype(dtype)
 
@@ -87,6 +94,8 @@ class PixelCodec:
         Shape:
             native: (S, ...) with S == len(slope) or len(slices); result like native, in ``dtype``.
         """
+        if self.lut is not None:
+            return self.lut.to_stored(native, self.lo, self.hi, self.floor).astype(self.dtype)
         slope, intercept = self._per_slice(native, slices)
         values = (np.maximum(native.astype(np.float64), self.floor) - intercept) / slope
         if self.integer:
@@ -106,6 +115,9 @@ class PixelCodec:
         slope, intercept = self.slope, self.intercept
         if slices is not None:
             slope, intercept = slope[slices], intercept[slices]
+        if self.lut is not None:
+            low, high = self.lut.native_range(self.lo, self.hi, self.floor)
+            return np.full(slope.shape, low), np.full(slope.shape, high)
         a, b = self.lo * slope + intercept, self.hi * slope + intercept
         low, high = np.minimum(a, b), np.maximum(a, b)
         return np.minimum(np.maximum(low, self.floor), high), high
@@ -113,10 +125,14 @@ class PixelCodec:
     def unit(self, slices: np.ndarray | None = None) -> np.ndarray:
         """Native size of one stored unit per stored slice (``|slope|``; 0 for float storage).
 
+        With a Modality LUT: the table's mean native step per stored value (:meth:`ModalityLUT.step`).
+
         Shape:
             result: (S,).
         """
         slope = self.slope if slices is None else self.slope[slices]
+        if self.lut is not None:
+            return np.full(slope.shape, self.lut.step(self.lo, self.hi))
         return np.abs(slope) if self.integer else np.zeros_like(slope)
 
 

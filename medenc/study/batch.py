@@ -13,16 +13,16 @@ import functools
 import json
 import logging
 import time
-import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from medenc.atomic import atomic_write_text
-from medenc.errors import InputError, MedencError
+from medenc.errors import InputError
 from medenc.files import safe_name
+from medenc.io.dicomweb import is_dicomweb_url
 from medenc.io.tables import read_table
+from medenc.study.cases import TIMED, BatchCase, BatchOptions, run_case
 from medenc.study.request import DEFAULT_SLICES
 
 logger = logging.getLogger(__name__)
@@ -30,18 +30,6 @@ logger = logging.getLogger(__name__)
 BATCH_COLUMNS = ("case_id", "label", "image")
 OPTIONAL_COLUMNS = ("mask", "series")
 SUMMARY_NAME = "batch-summary.json"
-TIMED = ("pgd", "io", "evaluate")  # the time split summed over the encrypted cases
-
-
-@dataclass(frozen=True)
-class BatchCase:
-    """One row of a batch file (paths resolved against the file's folder)."""
-
-    case_id: str
-    label: str
-    image: Path
-    mask: Path | None = None
-    series: str | None = None
 
 
 def _outside(raw: str, root: Path) -> str | None:
@@ -86,7 +74,8 @@ def read_batch(path: str | Path, *, allow_external_paths: bool = False) -> list[
             raise InputError(f"line {line}: case id {case_id!r} clashes with {folders[folder]!r}", path)
         folders[folder] = case_id
         for column in ("image", "mask"):
-            why = _outside(row[column], path.parent) if row[column] and not allow_external_paths else None
+            local = row[column] and not (column == "image" and is_dicomweb_url(row[column]))
+            why = _outside(row[column], path.parent) if local and not allow_external_paths else None
             if why is not None:
                 raise InputError(
                     f"line {line}: {column} {row[column]!r} {why} of the batch file's folder",
@@ -98,7 +87,7 @@ def read_batch(path: str | Path, *, allow_external_paths: bool = False) -> list[
             BatchCase(
                 case_id=case_id,
                 label=row["label"],
-                image=path.parent / row["image"],
+                image=row["image"] if is_dicomweb_url(row["image"]) else path.parent / row["image"],
                 mask=path.parent / row["mask"] if row["mask"] else None,
                 series=row["series"] or None,
             )
@@ -124,6 +113,12 @@ def encrypt_batch(
     allow_external_paths: bool = False,
     on_case: Callable[[str, str, str | None], None] | None = None,
     on_progress: Callable[[str, str, float, float], None] | None = None,
+    uid_root: str | None = None,
+    to_pacs: str | None = None,
+    pacs_timeout: float = 60.0,
+    workers: int = 1,
+    ray_address: str | None = None,
+    engine: str = "auto",
 ) -> dict[str, Any]:
     """Encrypt every case of ``batch`` into ``out/<case_id>/``; return the summary (also written).
 
@@ -145,6 +140,14 @@ def encrypt_batch(
             ``skipped`` or ``failed``.
         on_progress: called with ``(case_id, phase, done, total)`` while a case is encrypted (see
             :data:`medenc.study.encrypt.Progress`).
+        uid_root: the organisation's UID root of the new UIDs (default: pydicom's).
+        to_pacs: a DICOMweb root: each case's derived series is also stored there (STOW-RS), into its study.
+        pacs_timeout: seconds to wait for a PACS (study URLs in the ``image`` column, ``to_pacs``).
+        workers: processes encrypting cases at once; more than 1 (or ``ray_address``) runs the cases on
+            Ray actors, one model load each (:mod:`medenc.study.parallel`).
+        ray_address: an existing Ray cluster (``auto`` or ``HOST:PORT``) instead of a local Ray instance.
+        engine: ``auto`` (Ray when ``workers`` > 1 or ``ray_address`` is given, else this process),
+            ``serial`` or ``ray`` (e.g. one Ray worker, to measure Ray's own cost).
 
     Returns:
         The summary: counts, and per case its status, output folder, error and seconds.
@@ -152,59 +155,40 @@ def encrypt_batch(
     Raises:
         InputError: a bad batch file, model or key (nothing is encrypted then).
     """
-    from medenc.study.encrypt import describe_request, open_session, run_study
-    from medenc.study.report import report_state
-    from medenc.study.request import SLICE_MODES, StudyRequest, check_request
+    from medenc.study.encrypt import open_session
+    from medenc.study.pacs import check_to_pacs
+    from medenc.study.request import SLICE_MODES
 
     started = time.perf_counter()
     if slices not in SLICE_MODES:
         raise InputError(f"--slices must be one of {', '.join(SLICE_MODES)}, got {slices!r}")
+    options = BatchOptions(out=Path(out), slices=slices, allow_original_slices=allow_original_slices,
+                           coherent_slices=coherent_slices, force=force, to_pacs=check_to_pacs(to_pacs),
+                           pacs_timeout=pacs_timeout)
+    if workers < 1:
+        raise InputError(f"--workers must be >= 1, got {workers}")
+    if engine not in ("auto", "serial", "ray") or (engine == "serial" and (workers > 1 or ray_address)):
+        raise InputError(f"engine must be auto, serial or ray (serial: one worker, no Ray address), got {engine!r}")
     cases = read_batch(batch, allow_external_paths=allow_external_paths)
     out = Path(out)
-    session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
-    classes = tuple(session.base.info.classes)
-    results = []
-    for case in cases:
-        case_started = time.perf_counter()
-        request = StudyRequest(
-            study=case.image,
-            label=case.label,
-            out=out / safe_name(case.case_id),
-            mask=case.mask,
-            slices=slices,
-            series=case.series,
-            allow_original_slices=allow_original_slices,
-            coherent_slices=coherent_slices,
-        )
-        entry: dict[str, Any] = {"case_id": case.case_id, "out": str(request.out), "error": None, "warnings": []}
-        try:
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                check_request(request, classes, force=True, protected=(session.base.path, session.key_path))
-                state = report_state(request.out, describe_request(request, session)) if request.out.exists() else None
-                if state == "done":
-                    entry["status"] = "skipped"
-                else:
-                    if state == "damaged":
-                        warnings.warn(
-                            f"{request.out}: the output no longer matches its report (files changed, added or "
-                            "missing since it was written); encrypting the case again",
-                            stacklevel=1,
-                        )
-                    progress = None if on_progress is None else functools.partial(on_progress, case.case_id)
-                    report = run_study(request, session, force=force or state == "damaged", progress=progress)
-                    entry["status"] = "encrypted"
-                    entry["timing_s"] = {name: report["timing_s"][name] for name in TIMED}
-            entry["warnings"] = [str(w.message) for w in caught]
-        except MedencError as error:
-            entry.update(status="failed", error=str(error))
-        except Exception as error:  # a bug in one case must not stop the batch; the summary names it
-            logger.debug("case %s failed", case.case_id, exc_info=True)
-            entry.update(status="failed", error=f"internal error ({type(error).__name__}: {error})")
-        entry["seconds"] = round(time.perf_counter() - case_started, 3)
-        results.append(entry)
-        if on_case is not None:
-            on_case(case.case_id, entry["status"], entry["error"])
+    session_args = {"model": model, "key": key, "device": device, "batch_size": batch_size, "precision": precision,
+                    "uid_root": uid_root}
+    if engine == "serial" or (engine == "auto" and workers == 1 and ray_address is None):
+        session = open_session(**session_args)
+        engine: dict[str, Any] = {"engine": "serial", "workers": 1, "devices": [str(session.encryptor.device)]}
+        results = []
+        for case in cases:
+            progress = None if on_progress is None else functools.partial(on_progress, case.case_id)
+            entry = run_case(case, session, options, progress)
+            results.append(entry)
+            if on_case is not None:
+                on_case(case.case_id, entry["status"], entry["error"])
+    else:
+        from medenc.study.parallel import run_parallel
+
+        session = open_session(**{**session_args, "device": "cpu"})  # checks model and key before any worker
+        results, engine = run_parallel(cases, options, session_args, workers=workers, ray_address=ray_address,
+                                       on_case=on_case)
     summary = {
         "format": "medenc.encrypt-study-batch/1",
         "batch": str(batch),
@@ -215,7 +199,8 @@ def encrypt_batch(
         "slices": slices,
         "allow_original_slices": allow_original_slices,
         "key_fingerprint": session.key.fingerprint(),
-        "device": str(session.encryptor.device),
+        "device": engine["devices"][0] if len(engine["devices"]) == 1 else ",".join(engine["devices"]),
+        "engine": engine,
         "seconds": round(time.perf_counter() - started, 3),
         "timing_s": {name: round(sum(r.get("timing_s", {}).get(name, 0.0) for r in results), 3) for name in TIMED},
         "results": results,

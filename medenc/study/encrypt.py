@@ -60,6 +60,7 @@ class Session:
     model_sha256: str
     auto_batch: bool
     seconds: float
+    uid_root: str | None = None
 
 
 def open_session(
@@ -69,6 +70,7 @@ def open_session(
     device: str | None = None,
     batch_size: int | None = None,
     precision: str = "auto",
+    uid_root: str | None = None,
 ) -> Session:
     """Load the base model and the key (checked against each other) and build the encryptor.
 
@@ -79,9 +81,14 @@ def open_session(
         batch_size: PGD samples (slices x targets) per call; None: all slices of a study in one call
             (on CUDA, halved on out-of-memory; on a CPU, up to :data:`CPU_BATCH_PIXELS` pixels per call).
         precision: ``fp32``, ``bf16`` or ``auto``.
+        uid_root: the organisation's UID root of the derived series' new UIDs (default: pydicom's).
+
+    Raises:
+        InputError: a bad model, key or UID root.
     """
     from medenc.core.encrypt import Encryptor
 
+    uid_root = checked_uid_root(uid_root)
     started = time.perf_counter()
     base = load_base_model(model)
     the_key = load_key_for(key, tuple(base.info.classes))
@@ -94,7 +101,22 @@ def open_session(
         model_sha256=sha256_files([Path(model)]),
         auto_batch=batch_size is None,
         seconds=time.perf_counter() - started,
+        uid_root=uid_root,
     )
+
+
+def checked_uid_root(uid_root: str | None) -> str | None:
+    """``uid_root`` checked (:func:`medenc.io.uids.check_uid_root`); ``None`` stays ``None``.
+
+    Raises:
+        InputError: not a UID root.
+    """
+    from medenc.io.uids import check_uid_root
+
+    try:
+        return None if uid_root is None else check_uid_root(uid_root)
+    except ValueError as error:
+        raise InputError(str(error), tip="use your organisation's registered UID root (--uid-root)") from None
 
 
 def encrypt_study(
@@ -114,35 +136,63 @@ def encrypt_study(
     precision: str = "auto",
     force: bool = False,
     progress: Progress | None = None,
+    uid_root: str | None = None,
 ) -> dict[str, Any]:
     """Encrypt one study into ``out`` (atomically) and return its report (also ``out/report.json``).
 
-    ``progress(phase, done, total)`` is called as the work goes (see :data:`Progress`).
+    ``progress(phase, done, total)`` is called as the work goes (see :data:`Progress`). A study on a PACS
+    (a DICOMweb URL), or storing the result into one: :func:`medenc.study.pacs.encrypt_pacs_study`.
 
     Raises:
         InputError: a bad study, mask, model, key, label or output path (checked before any PGD).
         OutputExistsError: ``out`` exists and ``force`` is False.
     """
-    request = StudyRequest(
-        study=Path(study),
-        label=label,
-        out=Path(out),
-        mask=None if mask is None else Path(mask),
-        slices=slices,
-        series=series,
-        allow_original_slices=allow_original_slices,
-        coherent_slices=coherent_slices,
-    )
-    check_request(request, force=force, protected=(Path(model), Path(key)))  # cheap checks before loading
-    session = open_session(model, key, device=device, batch_size=batch_size, precision=precision)
+    request, session = open_study(
+        Path(study), model=model, key=key, label=label, out=out, mask=mask, slices=slices, series=series,
+        allow_original_slices=allow_original_slices, coherent_slices=coherent_slices, device=device,
+        batch_size=batch_size, precision=precision, force=force, uid_root=uid_root,
+    )  # fmt: skip
     return run_study(request, session, force=force, count_loading=True, progress=progress)
+
+
+def open_study(study: Path, *, to_pacs: str | None = None, **options: Any) -> tuple[StudyRequest, Session]:
+    """The request of one study, checked (no pixels read), and the loaded session.
+
+    Args:
+        study: the study's path (for a study URL: a stand-in, the model file; see :mod:`medenc.study.pacs`).
+        to_pacs: the DICOMweb root to store into, checked by the caller.
+        options: :func:`encrypt_study`'s keyword arguments.
+    """
+    mask = options.get("mask")
+    request = StudyRequest(
+        study=study,
+        label=options["label"],
+        out=Path(options["out"]),
+        mask=None if mask is None else Path(mask),
+        slices=options.get("slices", DEFAULT_SLICES),
+        series=options.get("series"),
+        allow_original_slices=options.get("allow_original_slices", False),
+        coherent_slices=options.get("coherent_slices", 1),
+        to_pacs=to_pacs,
+    )
+    model, key = Path(options["model"]), Path(options["key"])
+    check_request(request, force=options.get("force", False), protected=(model, key))  # before loading
+    uid_root = checked_uid_root(options.get("uid_root"))
+    session = open_session(model, key, device=options.get("device"), batch_size=options.get("batch_size"),
+                           precision=options.get("precision", "auto"), uid_root=uid_root)
+    return request, session
 
 
 def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
     """Everything that decides the output, with checksums of the inputs (a resumed batch compares it)."""
-    return {
-        "study": str(request.study.resolve()),
-        "study_sha256": sha256_files(files_under(request.study), request.study if request.study.is_dir() else None),
+    if request.source is not None:  # a study retrieved from a PACS: its URL and its instances identify it
+        study, study_sha256 = request.source, request.source_sha256
+    else:
+        study = str(request.study.resolve())
+        study_sha256 = sha256_files(files_under(request.study), request.study if request.study.is_dir() else None)
+    described = {
+        "study": study,
+        "study_sha256": study_sha256,
         "mask": None if request.mask is None else str(request.mask.resolve()),
         "mask_sha256": None if request.mask is None else sha256_files([request.mask]),
         "label": request.label,
@@ -153,6 +203,9 @@ def describe_request(request: StudyRequest, session: Session) -> dict[str, Any]:
         "model_sha256": session.model_sha256,
         "key_fingerprint": session.key.fingerprint(),
     }
+    if request.to_pacs is not None:
+        described["to_pacs"] = request.to_pacs
+    return described
 
 
 def run_study(
@@ -162,6 +215,7 @@ def run_study(
     force: bool = False,
     count_loading: bool = False,
     progress: Progress | None = None,
+    before_commit: Callable[[Path, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Encrypt one study with a loaded session; validate everything before any PGD or write.
 
@@ -171,6 +225,9 @@ def run_study(
         force: replace an existing ``request.out``.
         count_loading: add the session's loading time to the report's timing (single-study runs).
         progress: called with ``(phase, done, total)`` as the work goes (see :data:`Progress`).
+        before_commit: called with the output's temporary folder and the report, after everything is
+            written and verified and before report.json and the rename (e.g. to store the series on a
+            PACS, :mod:`medenc.study.pacs`); it may add to the report; if it raises, nothing is output.
 
     Returns:
         The report, also written to ``request.out / "report.json"``.
@@ -219,7 +276,7 @@ def run_study(
         report_progress("write", 0, 1)
         mark = time.perf_counter()
         name = SERIES_DIR if volume.format == "dicom" else _nifti_name(volume.source)
-        write_like(volume, encrypted, tmp / name, slices=sharing.write)
+        write_like(volume, encrypted, tmp / name, slices=sharing.write, uid_root=session.uid_root)
         timing["write"] = time.perf_counter() - mark
         mark = time.perf_counter()
         output = verify_output(volume, written, tmp / name, sharing.write)
@@ -240,6 +297,8 @@ def run_study(
         report["warnings"] = [str(w.message) for w in caught]
         if sharing.warning():
             report["warnings"].append(sharing.warning())
+        if before_commit is not None:
+            before_commit(tmp, report)
         report_progress("write", 1, 1)
         (tmp / REPORT_NAME).write_text(json.dumps(report, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     for w in caught:  # pass them on to the caller (the CLI prints them)

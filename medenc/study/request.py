@@ -34,6 +34,9 @@ class StudyRequest:
         coherent_slices: hardening against through-plane averaging: the perturbations of adjacent slices
             form one smooth field, optimised jointly, with knots every ``coherent_slices`` slices
             (:mod:`medenc.core.coherent`); 1 (the default) perturbs each slice on its own.
+        source: the DICOMweb study URL ``study`` was retrieved from (it names the study in the report).
+        source_sha256: what identifies that study (:func:`medenc.io.dicomweb.identity` of its instances).
+        to_pacs: the DICOMweb root the derived series is stored into (STOW-RS), if any.
     """
 
     study: Path
@@ -44,6 +47,9 @@ class StudyRequest:
     series: str | None = None
     allow_original_slices: bool = False
     coherent_slices: int = 1
+    source: str | None = None
+    source_sha256: str | None = None
+    to_pacs: str | None = None
 
 
 def check_request(

@@ -223,6 +223,7 @@ def write_dataset(
     *,
     force: bool = False,
     n_slices: int | None = None,
+    uid_root: str | None = None,
 ) -> Path:
     """Generate ``cases`` cases and write them under ``out`` (built in a temporary folder, then renamed).
 
@@ -241,6 +242,7 @@ def write_dataset(
         progress: called with ``(done, total)`` after each case.
         force: replace an existing ``out``.
         n_slices: axial slices per case over the same slab (default: scales with ``size``).
+        uid_root: the organisation's UID root of the DICOM UIDs (default: pydicom's).
 
     Returns:
         Path of ``manifest.csv``.
@@ -263,7 +265,7 @@ def write_dataset(
                 write_nifti(folder / "image.nii.gz", case.volume, case.affine)
             if fmt in ("dicom", "both"):
                 write_series(folder / "dicom", case.volume, case.affine, case_id=case_id,
-                             number=index + 1, dataset_key=dataset_key)
+                             number=index + 1, dataset_key=dataset_key, uid_root=uid_root)
                 image = f"{case_id}/dicom"
             write_nifti(folder / "mask.nii.gz", case.mask, case.affine)
             rows.append((case_id, label, split, image, f"{case_id}/mask.nii.gz"))
