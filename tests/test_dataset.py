@@ -13,6 +13,7 @@ import torch
 from medenc.core.mapping import Preprocess
 from medenc.errors import InputError
 from medenc.experiment.dataset import load_images, load_slice, read_manifest, sort_class_names
+from medenc.io import read_image
 
 
 def write_slice(path: Path, array: np.ndarray) -> None:
@@ -93,16 +94,17 @@ def test_missing_or_empty_manifest(tmp_path: Path) -> None:
 def test_load_slices_squeezes_and_checks(folder: Path, tmp_path: Path) -> None:
     m = read_manifest(folder / "manifest.csv")
     x = load_images(m)
-    assert x.shape == (6, 1, 12, 10) and x.dtype == torch.float32
-    raw = np.asarray(nibabel.load(str(folder / "c0" / "slice.nii.gz")).dataobj)[..., 0]
-    assert torch.equal(x[0, 0], torch.from_numpy(raw.astype(np.float32)))
+    assert x.shape == (6, 1, 10, 12) and x.dtype == torch.float32  # stored (12, 10) = (X, Y)
+    raw = np.asarray(nibabel.load(str(folder / "c0" / "slice.nii.gz")).dataobj)[..., 0]  # stored (X, Y)
+    canonical = read_image(folder / "c0" / "slice.nii.gz").voxels[0]  # (Y, X), LPS: as encrypt-study reads
+    assert canonical.shape == raw.T.shape and torch.equal(x[0, 0], torch.from_numpy(canonical.astype(np.float32)))
     mapped = load_images(m.rows[:2], preprocess=Preprocess(size=(16, 16)))
     assert mapped.shape == (2, 1, 16, 16)
     write_slice(tmp_path / "vol.nii.gz", np.zeros((4, 4, 3), np.float32))
-    with pytest.raises(InputError, match=r"expected a 2D slice.*got shape \(4, 4, 3\)"):
+    with pytest.raises(InputError, match=r"expected a 2D slice, got a volume of 3 slices of 4x4"):
         load_slice(tmp_path / "vol.nii.gz")
     (tmp_path / "bad.nii.gz").write_bytes(b"not a nifti")
-    with pytest.raises(InputError, match="cannot read NIfTI"):
+    with pytest.raises(InputError, match="not a NIfTI file"):
         load_slice(tmp_path / "bad.nii.gz")
 
 

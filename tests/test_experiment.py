@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -72,6 +73,30 @@ def test_prepare_writes_one_2d_slice_per_study(pipeline) -> None:
     image = nibabel.load(first)
     assert image.shape == (32, 32, 1)
     assert image.header.get_sform(coded=True)[1] == 1
+
+
+def test_a_prepared_slice_is_seen_as_encrypt_study_sees_its_source(pipeline) -> None:
+    """Training (load_slice), encrypt-dataset and encrypt-study hand the model one orientation.
+
+    A base model trained on prepare's slices is attacked on encrypt-study's slices of the same study: the
+    loaded training slice must equal the source volume's slice as encrypt-study reads it, not its transpose.
+    """
+    import csv
+
+    from medenc.core.slices import largest_tumor_slice
+    from medenc.experiment.dataset import load_slice
+    from medenc.io import read_image, read_mask
+
+    studies = {r["case_id"]: r for r in csv.DictReader(pipeline["studies"].open())}
+    prepared = list(csv.DictReader(pipeline["dataset"].open()))
+    for row in prepared[:3]:
+        source = studies[row["case_id"]]
+        volume = read_image(pipeline["studies"].parent / source["image"])
+        mask = read_mask(pipeline["studies"].parent / source["mask"], like=volume)
+        expected = volume.voxels[largest_tumor_slice(mask)]
+        loaded = load_slice(pipeline["dataset"].parent / row["image"])
+        assert loaded.shape == expected.shape and not np.allclose(loaded, expected.T)
+        np.testing.assert_allclose(loaded, expected, rtol=0, atol=1e-3)
 
 
 def test_encrypted_dataset_layout_summary_and_inputs_untouched(pipeline) -> None:

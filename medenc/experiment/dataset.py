@@ -184,35 +184,35 @@ def _check_case_splits(path: Path, rows: Sequence[ManifestRow]) -> None:
 
 
 def load_slice(path: str | Path) -> np.ndarray:
-    """Read one 2D NIfTI slice as float32 (scaling slope/intercept applied).
+    """Read one 2-D slice as float32 in native units, in medenc's canonical orientation.
+
+    The slice is read with :func:`medenc.io.read_image`, so it comes out exactly as ``encrypt-study``,
+    ``encrypt-dataset`` and the MONAI transforms hand slices to the model: an axial slice as rows from
+    anterior to posterior and columns from the patient's right to left (LPS, the radiological display),
+    whatever order the file stores its axes in. Training, encryption and evaluation therefore all see
+    the same image (a model trained on transposed slices would be attacked on images it never saw).
 
     Raises:
-        InputError: unreadable file, or not 2D (trailing length-1 axes are dropped).
+        InputError: unreadable file, or not a single 2-D slice.
 
     Shape:
         result: (H, W).
     """
-    import nibabel
     import numpy as np
 
-    try:
-        image = nibabel.load(str(path))
-        data = np.asarray(image.get_fdata(dtype=np.float32))
-    except FileNotFoundError as error:
-        raise InputError("image file not found", path=path) from error
-    except Exception as error:  # nibabel raises many types for broken files
-        raise InputError(f"cannot read NIfTI image ({type(error).__name__}: {error})", path=path) from error
-    while data.ndim > 2 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 2:
+    from medenc.io import read_image
+
+    volume = read_image(path)
+    data = np.asarray(volume.voxels, dtype=np.float32)
+    if data.ndim != 3 or data.shape[0] != 1:
         raise InputError(
-            f"expected a 2D slice (H, W) or (H, W, 1), got shape {tuple(image.shape)}",
+            f"expected a 2D slice, got a volume of {data.shape[0]} slices of {data.shape[1]}x{data.shape[2]}",
             path=path,
-            tip="a training manifest lists 2D slices; extract them from volumes first",
+            tip="a training manifest lists 2D slices; extract them from volumes first (medenc prepare)",
         )
     if not np.isfinite(data).all():
         raise InputError("image contains NaN or infinite values", path=path)
-    return np.ascontiguousarray(data)
+    return np.ascontiguousarray(data[0])
 
 
 def load_images(

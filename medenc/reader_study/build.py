@@ -25,7 +25,7 @@ import numpy as np
 from medenc.atomic import atomic_directory
 from medenc.errors import InputError
 from medenc.files import check_output, manifest_inputs, sha256_file
-from medenc.reader_study.manifest import StudyCase, load_affine, pair_test_cases, stratified_choice
+from medenc.reader_study.manifest import StudyCase, load_affine, load_stored_slice, pair_test_cases, stratified_choice
 from medenc.reader_study.orientation import display_geometry
 from medenc.reader_study.packet import FORCED_CHOICE, SIDES, PacketImage, PacketItem, write_packet
 from medenc.reader_study.render import WINDOW_PERCENTILES, display_uint8, packed_png_bytes, png_bytes, to_stored_pair
@@ -100,11 +100,9 @@ def draw_codes(slots: Sequence[tuple], secret: StudySecret) -> dict[tuple, str]:
 
 def _render(cases: list[StudyCase]) -> dict[tuple[str, str], PacketImage]:
     """Load, orient and encode every image once (validates everything before anything is written)."""
-    from medenc.experiment.dataset import load_slice
-
     rendered: dict[tuple[str, str], PacketImage] = {}
     for case in cases:
-        clean, encrypted = load_slice(case.clean), load_slice(case.encrypted)
+        clean, encrypted = load_stored_slice(case.clean), load_stored_slice(case.encrypted)
         if clean.shape != encrypted.shape:
             raise InputError(
                 f"case {case.case_id!r}: encrypted slice has shape {encrypted.shape}, clean {clean.shape}",

@@ -129,3 +129,33 @@ def load_affine(path: Path) -> np.ndarray:
         return np.asarray(nib.load(str(path)).affine, dtype=float)
     except Exception as error:  # nibabel raises many types for broken files
         raise InputError(f"cannot read the NIfTI header ({type(error).__name__}: {error})", path=path) from error
+
+
+def load_stored_slice(path: Path) -> np.ndarray:
+    """One 2-D NIfTI slice as float32 native values, in the axis order the file stores them.
+
+    The packets place it on screen from its own affine (:mod:`medenc.reader_study.orientation`), so the
+    stored order is what they need (``medenc.experiment.dataset.load_slice`` gives the canonical view).
+
+    Raises:
+        InputError: unreadable file, not a 2-D slice, or non-finite values.
+
+    Shape:
+        result: ``(I, J)``, the file's first two axes.
+    """
+    import nibabel as nib
+
+    try:
+        image = nib.load(str(path))
+        data = np.asarray(image.get_fdata(dtype=np.float32))
+    except FileNotFoundError as error:
+        raise InputError("image file not found", path=path) from error
+    except Exception as error:  # nibabel raises many types for broken files
+        raise InputError(f"cannot read NIfTI image ({type(error).__name__}: {error})", path=path) from error
+    while data.ndim > 2 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 2:
+        raise InputError(f"expected a 2D slice, got shape {tuple(image.shape)}", path=path)
+    if not np.isfinite(data).all():
+        raise InputError("image contains NaN or infinite values", path=path)
+    return np.ascontiguousarray(data)
