@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import math
 import os
 import random
 import secrets
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from medenc.atomic import atomic_write_text
+from medenc.core.draw import check_class_count, draw_box, draw_correspondence
 from medenc.core.settings import COMBINER_TARGETS, EOT_TRANSFORMS, HARDENING_DEFAULTS, NORMS, PGDSettings
 from medenc.errors import InputError, KeyFileError
 
@@ -143,9 +143,9 @@ class EncryptionKey:
         if combiner not in COMBINER_TARGETS:
             raise KeyFileError(f"unknown combiner {combiner!r}; expected one of {', '.join(COMBINER_TARGETS)}")
         k = COMBINER_TARGETS[combiner]
-        _check_class_count(classes, k, combiner, None)
+        check_class_count(classes, k, combiner, None)
         rng: random.Random = random.SystemRandom() if seed is None else random.Random(seed)
-        targets = _draw_correspondence(len(classes), k, rng)
+        targets = draw_correspondence(len(classes), k, rng)
         if isinstance(ratio, (tuple, list)):
             low, high = (float(v) for v in ratio)
             if not 0.0 < low <= high < 1.0:
@@ -155,7 +155,7 @@ class EncryptionKey:
             ratios = (float(ratio),) * len(classes)
         boxes = None
         if combiner == "cutmix":
-            boxes = tuple(_draw_box(rng, r) for r in ratios)
+            boxes = tuple(draw_box(rng, r) for r in ratios)
         # a seeded key is reproducible, so is its salt (its identifier is as guessable as its seed)
         salt = secrets.token_hex(16) if seed is None else hashlib.sha256(f"medenc-salt\0{seed}".encode()).hexdigest()
         salt = salt[:32]
@@ -183,7 +183,7 @@ class EncryptionKey:
                 f"unknown combiner {self.combiner!r}; expected one of {', '.join(COMBINER_TARGETS)}", source
             )
         k = COMBINER_TARGETS[self.combiner]
-        _check_class_count(classes, k, self.combiner, source)
+        check_class_count(classes, k, self.combiner, source)
         if len(self.targets) != len(classes):
             raise KeyFileError(
                 f"targets list {len(self.targets)} source classes, but the key has {len(classes)} classes", source
@@ -368,53 +368,6 @@ def _string_list(value: Any, name: str) -> list[Any]:
     if not isinstance(value, list):
         raise TypeError(f"{name} must be a list, got {type(value).__name__}")
     return value
-
-
-def _check_class_count(classes: tuple[str, ...], k: int, combiner: str, source: str | Path | None) -> None:
-    if len(classes) < 2:
-        raise KeyFileError(f"a key needs at least 2 classes, got {len(classes)}", source)
-    if len(set(classes)) != len(classes):
-        raise KeyFileError(f"class names must be unique, got {list(classes)}", source)
-    if any(not c for c in classes):
-        raise KeyFileError("class names must not be empty", source)
-    if len(classes) < k + 1:
-        raise KeyFileError(
-            f"combiner {combiner!r} needs {k} targets per class other than the class itself, "
-            f"so at least {k + 1} classes; got {len(classes)}",
-            source,
-        )
-
-
-def _draw_correspondence(num_classes: int, k: int, rng: random.Random) -> tuple[tuple[int, ...], ...]:
-    """k column-wise derangements whose entries in each row are distinct (rejection sampling)."""
-    for _ in range(10_000):
-        columns: list[list[int]] = []
-        for _col in range(k):
-            for _try in range(1_000):
-                perm = list(range(num_classes))
-                rng.shuffle(perm)
-                if all(perm[c] != c and all(col[c] != perm[c] for col in columns) for c in range(num_classes)):
-                    columns.append(perm)
-                    break
-            else:
-                break
-        if len(columns) == k:
-            return tuple(tuple(col[c] for col in columns) for c in range(num_classes))
-    raise RuntimeError("could not draw a correspondence")  # unreachable for k <= num_classes - 1
-
-
-def _draw_box(rng: random.Random, area: float) -> tuple[float, float, float, float]:
-    """A box covering ``1 - area`` of the image (the second copy's share), placed at random."""
-    side = math.sqrt(1.0 - area)
-    top = round(rng.uniform(0.0, 1.0 - side), 4)
-    left = round(rng.uniform(0.0, 1.0 - side), 4)
-    side = round(min(side, 1.0 - top, 1.0 - left), 4)
-    return (top, left, side, side)
-
-
-def secret_seed() -> int:
-    """A fresh 63-bit seed from the operating system's cryptographic source."""
-    return secrets.randbits(63)
 
 
 def check_key_classes(key: EncryptionKey, classes: Sequence[str], source: str | Path | None = None) -> EncryptionKey:
