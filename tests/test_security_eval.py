@@ -115,8 +115,9 @@ def test_security_eval_table_report_and_key_recovery(data) -> None:
             assert cell["verdict"] == expected, (row, arch)
     for arch in report["archs"]:  # the early-stopping thief follows the undefended run and stops at his best epoch
         stop, plain = report["table"]["early-stop"][arch]["runs"], report["table"]["undefended"][arch]["runs"]
-        assert [r["curves"]["original_test"] for r in stop] == [r["curves"]["original_test"] for r in plain]
-        assert all(s["final"]["original_test"] in p["curves"]["original_test"] for s, p in zip(stop, plain))
+        for s, p in zip(stop, plain, strict=True):  # at his best epoch on his originals; no oracle on top
+            assert s["final"]["original_test"] in p["curves"]["original_test"]
+            assert s["peak"]["original_test"] == s["final"]["original_test"]
     j2k = report["defences"]["jpeg2000 10:1"]
     assert j2k["images"] == report["counts"]["train"] and j2k["ratio_min"] >= 10.0 and j2k["met_target"] == 1.0
     assert "jpeg2000 10:1: achieved" in (out / "report.md").read_text()

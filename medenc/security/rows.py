@@ -142,18 +142,21 @@ def run_early_stop(context: RowContext, arch: str, recipe: TrainRecipe, progress
     """Early stopping on the thief's originals: the undefended run's epoch best on them (the first on ties).
 
     Training does not depend on what is scored, so this is the model the thief keeps; without a recorded
-    undefended run it trains with :func:`medenc.learn.train.fit`'s ``keep_best``.
+    undefended run it trains with :func:`medenc.learn.train.fit`'s ``keep_best``. Its peak is its final
+    accuracy: the row measures the thief's own stopping rule, where every other row's peak is an oracle's.
     """
     run = context.runs.get(("undefended", arch, recipe.seed))
     if run is None or "thief_clean" not in run.curves:
-        return train_and_score(
+        result = train_and_score(
             arch, context.data.enc_train, context.tests(), context.num_classes, recipe, progress,
-            watch=[ORIGINAL], val=context.thief, keep_best=True,
+            watch=[], val=context.thief, keep_best=True,
         )  # fmt: skip
-    val = run.curves["thief_clean"]
-    epoch = val.index(max(val))
-    final = {ORIGINAL: run.curves[ORIGINAL][epoch], ENCRYPTED: run.curves[ENCRYPTED][epoch]}
-    return VictimResult(recipe.seed, final, {ORIGINAL: list(run.curves[ORIGINAL])})
+        final = result.final
+    else:
+        val = run.curves["thief_clean"]
+        epoch = val.index(max(val))
+        final = {ORIGINAL: run.curves[ORIGINAL][epoch], ENCRYPTED: run.curves[ENCRYPTED][epoch]}
+    return VictimResult(recipe.seed, final, {ORIGINAL: [final[ORIGINAL]]})
 
 
 def run_input(
