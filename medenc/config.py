@@ -12,7 +12,7 @@ from typing import Any
 
 from medenc.errors import InputError
 
-PRESETS = {"paper": "paper-mri.yaml", "quick": "quick-cpu.yaml"}
+PRESETS = {"paper": "paper-mri.yaml", "quick": "quick-cpu.yaml", "medium": "medium-cpu.yaml"}
 
 Number = (int, float)
 Names = (str, list)  # "a,b,c" or a YAML list
@@ -53,6 +53,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
     "victims": Names,
     "victim_epochs": (int,),
     "victim_lr": Number,
+    "seeds": (int,),
 }
 SHARED_KEYS = frozenset(SCHEMA)
 

@@ -15,7 +15,7 @@ from medenc.cli import app
 pytestmark = pytest.mark.slow  # end to end: trains models (kept in the default run)
 
 runner = CliRunner()
-SMALL = ("--epochs", "2", "--batch-size", "8", "--size", "32", "--device", "cpu")
+SMALL = ("--epochs", "2", "--batch-size", "8", "--size", "32", "--device", "cpu", "--seeds", "2")
 PGD = ("--steps", "4", "--step-ratio", "0.25", "--precision", "fp32")
 
 
@@ -91,17 +91,26 @@ def test_report_files_and_figures(setup) -> None:
     for row in report["rows"]:
         assert row["step"] == pytest.approx(row["eps"] * 0.25) and row["steps"] == 4
         n_test = report["counts"]["test"]
-        for name in ("original_test", "encrypted_test"):  # accuracies of n_test slices: whole counts
-            count = row["victims"]["smallcnn"][name] * n_test
+        victim = row["victims"]["smallcnn"]
+        for name in ("original_test", "encrypted_test"):  # means of 2 seeds' accuracies of n_test slices
+            count = victim[name] * n_test * 2
             assert count == pytest.approx(round(count)), (name, count)
-        assert row["worst_victim"] == "smallcnn"
+        peak = victim["stats"]["original_test"]["peak"]
+        assert [r["seed"] for r in victim["runs"]] == [0, 1] and peak["method"] == "t over 2 seeds"
+        assert peak["values"] == [
+            max([*r["curves"]["original_test"], r["final"]["original_test"]]) for r in victim["runs"]
+        ]
+        assert row["worst_victim"] == "smallcnn" and row["worst_original_test"] == peak["mean"]
+        assert row["worst_original_test_final"] == victim["original_test"]
+        assert sum(map(sum, victim["confusion_original_test"])) == 2 * n_test
         assert row["linf_max"] > 0 and row["psnr_db"] > 0
     low, high = report["rows"]
     assert high["psnr_db"] < low["psnr_db"] and high["l2_mean"] > low["l2_mean"]  # larger eps, larger change
     assert report["counts"]["train"] + report["counts"]["test"] == 40
     assert report["settings"]["train"]["augment"] is True  # the thief's recipe is the default
     md = (folder / "report.md").read_text()
-    assert "| eps |" in md and "smallcnn: original (encrypted)" in md and "stored" in md
+    assert "| eps |" in md and "smallcnn: original peak [95%] / final (encrypted)" in md and "stored" in md
+    assert report["seeds"] == [0, 1] and report["clean_stats"]["smallcnn"]["peak"]["method"] == "t over 2 seeds"
     assert "eps 0.5" in setup["output"] and "recommended eps 0.5" in setup["output"]
     # the secret never goes into the report
     assert '"targets"' not in (folder / "report.json").read_text()
@@ -188,7 +197,7 @@ def test_refining_the_grid_reuses_the_cache(setup) -> None:
     )
     assert result.exit_code == 0, result.output
     report = json.loads((setup["root"] / "report2" / "report.json").read_text())
-    assert report["estimate"]["items_to_run"] == 2  # only eps 3: encrypt + one victim
+    assert report["estimate"]["items_to_run"] == 3  # only eps 3: encrypt + one victim x 2 seeds
     assert report["rows"][:2] == setup["report"]["rows"]
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())
     assert len([p for p in (cache / "encrypted").iterdir() if p.is_dir()]) == 3
@@ -270,8 +279,9 @@ def test_a_given_key_keeps_its_correspondence_with_the_grid_eps(setup, tmp_path:
     from medenc.learn.checkpoint import load_checkpoint
 
     _, info = load_checkpoint(setup["model"])
-    mine = EncryptionKey.generate(info.classes, "hconcat", seed=11, ratio=(0.3, 0.7),
-                                  pgd=PGDSettings(eps=2.0, step=0.1, steps=100))
+    mine = EncryptionKey.generate(
+        info.classes, "hconcat", seed=11, ratio=(0.3, 0.7), pgd=PGDSettings(eps=2.0, step=0.1, steps=100)
+    )
     mine.save(tmp_path / "k.json")
     settings = CalibrationSettings(eps_grid=(1.0, 3.0), victims=("smallcnn",), step_ratio=0.2, steps=7)
     inputs = calibrate_plan.prepare_inputs(setup["manifest"], setup["model"], tmp_path / "k.json", settings)
@@ -279,3 +289,24 @@ def test_a_given_key_keeps_its_correspondence_with_the_grid_eps(setup, tmp_path:
     assert (at3.targets, at3.ratios) == (mine.targets, mine.ratios)
     assert (at3.pgd.eps, at3.pgd.step, at3.pgd.steps) == (3.0, pytest.approx(0.6), 7)
     assert inputs.key_note["source"] == "key file" and "targets" not in inputs.key_note
+
+
+def test_a_psnr_target_adds_the_measured_eps_and_is_cached(setup) -> None:
+    cache = setup["cache"]
+    common = ("calibrate", setup["manifest"], "--model", setup["model"], "--victims", "smallcnn", "--cache", cache,
+              "--psnr", "30", *SMALL, *PGD)  # fmt: skip
+    result = _run(*common, "--out", setup["root"] / "psnr")
+    assert result.exit_code == 0, result.output
+    report = json.loads((setup["root"] / "psnr" / "report.json").read_text())
+    match = report["fidelity_match"]
+    assert match["trials"][0]["eps"] == 2.0  # the search starts at the reference eps
+    assert [row["eps"] for row in report["rows"]] == [match["eps"]]  # no --eps: the matched eps alone
+    assert abs(report["rows"][0]["psnr_db"] - 30) <= 1.0  # the whole calibrated set, not just the subset
+    assert "Target mean PSNR 30 dB" in (setup["root"] / "psnr" / "report.md").read_text()
+    entries = list((cache / "psnr").glob("*.json"))
+    assert len(entries) == 1 and not any((cache / "psnr-work").glob("*"))  # the trial encryptions are removed
+    again = _run(*common, "--out", setup["root"] / "psnr2", "--eps", "0.5")
+    assert again.exit_code == 0, again.output
+    second = json.loads((setup["root"] / "psnr2" / "report.json").read_text())
+    assert second["fidelity_match"] == match and second["estimate"]["items_to_run"] == 0  # all from the cache
+    assert [row["eps"] for row in second["rows"]] == sorted([0.5, match["eps"]])

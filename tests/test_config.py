@@ -50,9 +50,13 @@ def test_every_command_rejects_a_bad_config_in_one_line(tmp_path: Path, command:
 
 
 def test_the_shipped_presets_pass_the_schema() -> None:
-    for preset in ("quick", "paper"):
+    for preset in ("quick", "medium", "paper"):
         settings = load_config(preset=preset)
-        assert settings and set(settings) <= set(SCHEMA)
+        assert settings and set(settings) <= set(SCHEMA) and settings["seeds"] == 3
+    from medenc.synth.generate import plan_cases
+
+    medium = load_config(preset="medium")  # the informative preset: at least 200 test slices at 128 px
+    assert medium["size"] == 128 and sum(s == "test" for *_, s in plan_cases(medium["cases"], 0)) >= 200
 
 
 def test_dashes_and_numbers() -> None:

@@ -17,6 +17,7 @@ epochs: 2
 steps: 3
 victims: smallcnn
 victim_epochs: 1
+seeds: 1
 """
 
 
@@ -36,8 +37,8 @@ def test_demo_runs_every_stage_with_a_config_over_the_quick_preset(tmp_path: Pat
     for stage in ("3/6 training the base classifier (smallcnn)", "4/6 drew key", "6/6 evaluating: training smallcnn"):
         assert stage in result.output
     # the evaluation step says what it finished, model by model, on stderr
-    assert "model 1/2: smallcnn trained on encrypted: encrypted test" in result.stderr
-    assert "model 2/2: smallcnn trained on clean: clean test" in result.stderr
+    assert "model 1/2: smallcnn trained on encrypted (seed 0): encrypted test" in result.stderr
+    assert "model 2/2: smallcnn trained on clean (seed 0): clean test" in result.stderr
     report = json.loads((out / "report" / "report.json").read_text())
     assert set(report["architectures"]) == {"smallcnn"}
     row = report["architectures"]["smallcnn"]

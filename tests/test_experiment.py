@@ -56,7 +56,8 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     paths["encrypt_output"] = result.output  # type: ignore[assignment]
     paths["encrypted"] = root / "encrypted" / "manifest.csv"
     result = _run("evaluate", "--clean", paths["dataset"], "--encrypted", paths["encrypted"], "--arch", "smallcnn",
-                  "--epochs", "2", "--batch-size", "8", "--size", "32", "--out", root / "report", "--device", "cpu")
+                  "--epochs", "2", "--batch-size", "8", "--size", "32", "--out", root / "report", "--device", "cpu",
+                  "--seeds", "2")
     assert result.exit_code == 0, result.output
     paths["evaluate_output"] = result.output  # type: ignore[assignment]
     paths["report"] = root / "report"
@@ -128,15 +129,29 @@ def test_evaluate_results_json_and_report(pipeline) -> None:
     results = json.loads((pipeline["report"] / "report.json").read_text())
     row = results["architectures"]["smallcnn"]
     n_test = results["counts"]["test"]
+    assert results["seeds"] == [0, 1] and results["interval"] == "t over 2 seeds"
     for name, matrix in (("original_test", "confusion_original_test"), ("clean_test", "confusion_clean_test")):
-        assert row[name] == pytest.approx(sum(row[matrix][i][i] for i in range(5)) / n_test)
-    assert row["encrypted_test"] * n_test == pytest.approx(round(row["encrypted_test"] * n_test))
-    assert len(row["confusion_original_test"]) == 5
-    assert sum(map(sum, row["confusion_original_test"])) == results["counts"]["test"]
+        # the mean over the seeds is the summed confusion matrix's diagonal over 2 x the test slices
+        assert row[name] == pytest.approx(sum(row[matrix][i][i] for i in range(5)) / (2 * n_test))
+        assert sum(map(sum, row[matrix])) == 2 * n_test
+    runs = row["runs"]["encrypted"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    for run in runs:  # the peak is the best of the per-epoch record and the final model
+        curve = run["curves"]["original_test"]
+        assert len(curve) == 2 and curve[-1] == run["final"]["original_test"]  # last epoch = the final model
+        assert run["peak"]["original_test"] == max(curve) >= run["final"]["original_test"]
+        assert run["final"]["encrypted_test"] * n_test == pytest.approx(round(run["final"]["encrypted_test"] * n_test))
+    peak = row["stats"]["original_test"]["peak"]
+    assert peak["values"] == [r["peak"]["original_test"] for r in runs]
+    assert peak["mean"] == pytest.approx(sum(peak["values"]) / 2) and peak["low"] <= peak["mean"] <= peak["high"]
+    clean_peak = row["stats"]["clean_test"]["peak"]
+    assert row["protected"] == (peak["high"] < clean_peak["low"])
     for name in ("report.md", "accuracy.png", "confusion_smallcnn.png"):
         assert (pipeline["report"] / name).stat().st_size > 0
     assert "| smallcnn |" in pipeline["evaluate_output"]
-    assert "Table 12" in (pipeline["report"] / "report.md").read_text()
+    assert "fidelity of the encrypted images: PSNR" in pipeline["evaluate_output"]
+    text = (pipeline["report"] / "report.md").read_text()
+    assert "Table 12" in text and "original test, peak" in text and "t over 2 seeds" in text
 
 
 def test_outputs_refused_without_force(pipeline) -> None:

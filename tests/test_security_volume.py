@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from medenc.cli import app
 from medenc.errors import InputError
-from medenc.security.volume import VolumeThief, parse_volume_thieves, through_plane
+from medenc.security.volume import VolumeThief, parse_volume_thieves, through_plane, volume_rows
 
 runner = CliRunner()
 SLICES = 12
@@ -85,7 +85,7 @@ def _evaluate(shared: dict[str, Any], which: str, out: Path, thieves: str = "all
 
     settings = ThiefSettings(epochs=1, batch_size=16, size=32, device="cpu")
     return security_evaluate(shared["manifest"], None, shared["model"], shared["key"], out, settings=settings,
-                             studies=shared["root"] / which, volume_thieves=parse_volume_thieves(thieves))
+                             studies=shared["root"] / which, extra_rows=volume_rows(parse_volume_thieves(thieves)))
 
 
 def test_default_sharing_leaves_the_neighbour_thief_nothing(shared: dict[str, Any], tmp_path: Path) -> None:
@@ -94,7 +94,8 @@ def test_default_sharing_leaves_the_neighbour_thief_nothing(shared: dict[str, An
     assert rows == ["clean baseline", "undefended", "neighbour slices (unencrypted, within 2)",
                     "through-plane mean of 3", "through-plane median of 5", "all-slice training"]
     cell = report["table"]["neighbour slices (unencrypted, within 2)"]["smallcnn"]
-    assert cell == {"original_test": None, "encrypted_test": None, "train_images": 0, "note": "none available"}
+    assert cell == {"original_test": None, "encrypted_test": None, "train_images": 0, "note": "none available",
+                    "verdict": "protected"}  # nothing to train on
     train = sum(r["split"] == "train" for r in shared["rows"])
     assert report["table"]["all-slice training"]["smallcnn"]["train_images"] == train * SLICES
     for label in rows[3:5]:
@@ -106,7 +107,7 @@ def test_default_sharing_leaves_the_neighbour_thief_nothing(shared: dict[str, An
     assert report["fidelity"]["stored"]["psnr_db_mean"] > 0 and report["encrypted_manifest"] is None
     text = (tmp_path / "report" / "report.md").read_text()
     assert "| neighbour slices (unencrypted, within 2) | none available |" in text
-    assert "## The thief who holds volumes" in text and " ± " in text
+    assert "## The thief who holds volumes" in text and "% [" in text  # peak with its interval
 
 
 def test_old_sharing_gives_the_neighbour_thief_original_slices(shared: dict[str, Any], tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ The cache is a folder of content-addressed entries (written atomically):
 - ``encrypted/<hash>/``: an ``encrypt-dataset`` output, keyed by the data fingerprint, the base
   model's SHA-256, the key fingerprint (which covers eps, step and steps), precision, device type and
   PGD batch size;
-- ``victim/<hash>.json``: a victim's accuracies, keyed by its encrypted set, the architecture, the
-  training recipe and seed, and the device type; ``clean/<hash>.json``: the clean baselines.
+- ``victim/<hash>.json``: a victim's accuracies and learning curve, keyed by its encrypted set, the
+  architecture, the training recipe and seed, and the device type; ``clean/<hash>.json``: the clean
+  baselines; one entry per training seed;
+- ``psnr/<hash>.json``: a fidelity-matched eps search (``--psnr``), keyed by the data, model, key and target.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import json
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -183,9 +185,9 @@ class Plan:
     counts: dict[str, Any]
     subset_note: str | None
     device: str
-    clean_keys: dict[str, str] = field(default_factory=dict)
+    clean_keys: dict[tuple[str, int], str] = field(default_factory=dict)
     enc_keys: dict[float, str] = field(default_factory=dict)
-    victim_keys: dict[tuple[float, str], str] = field(default_factory=dict)
+    victim_keys: dict[tuple[float, str, int], str] = field(default_factory=dict)
     todo: dict[tuple, float] = field(default_factory=dict)  # uncached items -> estimated seconds
     estimate_note: dict[str, Any] | None = None
 
@@ -227,10 +229,12 @@ def plan_work(inputs: Inputs, settings: Any, cache: Cache, *, estimate: bool, lo
         fp = replace(inputs.manifest, rows=tuple(subset)).fingerprint()
         plan = Plan(Path(), fp, len(subset), {}, None, str(dev))
         n_train = len(chosen)
+        seeds = [settings.train.seed + i for i in range(settings.seeds)]
         for victim in settings.victims:
-            plan.clean_keys[victim] = digest("clean", fp, victim, recipe, dev.type)
-            if cache.load("clean", plan.clean_keys[victim]) is None:
-                plan.todo[("clean", victim)] = _train_seconds(costs, victim, n_train, settings)
+            for seed in seeds:  # one cached entry per training seed (version 2: with the learning curve)
+                plan.clean_keys[(victim, seed)] = digest("clean/2", fp, victim, {**recipe, "seed": seed}, dev.type)
+                if cache.load("clean", plan.clean_keys[(victim, seed)]) is None:
+                    plan.todo[("clean", victim, seed)] = _train_seconds(costs, victim, n_train, settings)
         for eps in settings.eps_grid:
             enc = digest(
                 "encrypted",
@@ -245,9 +249,11 @@ def plan_work(inputs: Inputs, settings: Any, cache: Cache, *, estimate: bool, lo
             if not cache.has_summary(cache.encrypted_dir(enc)):
                 plan.todo[("encrypt", eps)] = costs["pgd_per_slice"] * len(subset) if costs else 1.0
             for victim in settings.victims:
-                plan.victim_keys[(eps, victim)] = digest("victim", enc, victim, recipe, dev.type)
-                if cache.load("victim", plan.victim_keys[(eps, victim)]) is None:
-                    plan.todo[("victim", eps, victim)] = _train_seconds(costs, victim, n_train, settings)
+                for seed in seeds:
+                    vkey = digest("victim/2", enc, victim, {**recipe, "seed": seed}, dev.type)
+                    plan.victim_keys[(eps, victim, seed)] = vkey
+                    if cache.load("victim", vkey) is None:
+                        plan.todo[("victim", eps, victim, seed)] = _train_seconds(costs, victim, n_train, settings)
         planned = sum(plan.todo.values()) if costs else None
         budget = None if settings.budget_minutes is None else settings.budget_minutes * 60 - costs["probe_seconds"]
         if budget is None or planned <= budget or per_class == candidates[-1]:
@@ -346,54 +352,3 @@ def measure_costs(inputs: Inputs, settings: Any, train_rows: list[Any]) -> dict[
         "train_per_sample_epoch": per_sample,
         "probe_seconds": round(time.perf_counter() - started, 1),
     }
-
-
-class _Inner:
-    """Forwards ``add_task``/``update`` to a progress display and remembers the tasks it added."""
-
-    def __init__(self, progress: Any) -> None:
-        self.progress = progress
-        self.tasks: list[Any] = []
-
-    def add_task(self, *args: Any, **kwargs: Any) -> Any:
-        task = self.progress.add_task(*args, **kwargs)
-        self.tasks.append(task)
-        return task
-
-    def update(self, *args: Any, **kwargs: Any) -> None:
-        self.progress.update(*args, **kwargs)
-
-
-class Ticker:
-    """Overall progress weighted by estimated seconds (so the display's ETA is meaningful)."""
-
-    def __init__(self, progress: Any, plan: Plan) -> None:
-        self.progress = progress
-        self.plan = plan
-        self.task = None
-        if progress is not None and plan.todo:
-            self.task = progress.add_task("calibration", total=sum(plan.todo.values()))
-        self.inner: _Inner | None = None
-
-    @contextlib.contextmanager
-    def item(self, name: tuple, description: str, slices: int | None = None) -> Iterator[Callable[[int, int], None]]:
-        """Run one work item: an inner progress task while it runs, then advance the overall bar."""
-        self.inner = _Inner(self.progress) if self.progress is not None else None
-        sub = None
-        if self.inner is not None and slices is not None:
-            sub = self.inner.add_task(description, total=slices)
-
-        def on_slices(done: int, total: int) -> None:
-            if sub is not None:
-                self.inner.update(sub, completed=done, total=total)  # type: ignore[union-attr]
-
-        try:
-            yield on_slices
-        finally:
-            if self.inner is not None:
-                for task in self.inner.tasks:
-                    with contextlib.suppress(Exception):
-                        self.progress.remove_task(task)
-            self.inner = None
-        if self.task is not None:
-            self.progress.update(self.task, advance=self.plan.todo.get(name, 0.0))

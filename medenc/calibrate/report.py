@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from medenc.learn.intervals import interval_text, not_protected
 from medenc.reporting import REPORT_NAME, write_json
 from medenc.reporting import pct as _pct
 
@@ -14,7 +15,12 @@ from medenc.reporting import pct as _pct
 def result_row(eps: float, summary: Mapping[str, Any], victims: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """One row of the results table from an encrypt-dataset summary and the victims' accuracies."""
     fid = summary["fidelity_native_units"]
-    worst = max(victims, key=lambda v: victims[v]["original_test"])
+
+    def peak(v: str) -> float:  # mean peak over the seeds (the final accuracy for a pre-0.2 cache entry)
+        stats = victims[v].get("stats", {}).get("original_test", {})
+        return float(stats["peak"]["mean"]) if "peak" in stats else float(victims[v]["original_test"])
+
+    worst = max(victims, key=peak)
     return {
         "eps": float(eps),
         "step": summary["pgd"]["step"],
@@ -30,7 +36,8 @@ def result_row(eps: float, summary: Mapping[str, Any], victims: Mapping[str, Map
         "base_model_hit_rate": summary["base_model_hit_rate"]["written_image_predicted_as_a_target"],
         "victims": {v: dict(r) for v, r in victims.items()},
         "worst_victim": worst,
-        "worst_original_test": victims[worst]["original_test"],
+        "worst_original_test": peak(worst),
+        "worst_original_test_final": victims[worst]["original_test"],
     }
 
 
@@ -47,30 +54,45 @@ def reference_comparison(rows: Sequence[Mapping[str, Any]], decision: Mapping[st
     return {"reference_eps": float(eps), "reference": pick(ref), "recommended": pick(rec)}
 
 
+def _peak_mean(r: Mapping[str, Any]) -> float:
+    stats = r.get("stats", {}).get("original_test", {})
+    return float(stats["peak"]["mean"]) if "peak" in stats else float(r["original_test"])
+
+
+def _victim_cell(r: Mapping[str, Any]) -> str:
+    """Peak [interval] / final (encrypted) of one victim, with the verdict against its clean baseline."""
+    stats = r.get("stats", {}).get("original_test", {})
+    if "peak" not in stats:
+        return f"{_pct(r['original_test'])} ({_pct(r['encrypted_test'])})"
+    text = f"{interval_text(stats['peak'])} / {_pct(r['original_test'])} ({_pct(r['encrypted_test'])})"
+    if "clean_peak" in r and not_protected(stats["peak"], r["clean_peak"]):
+        text += " **not protected**"
+    return text
+
+
 def results_table(report: dict[str, Any]) -> str:
-    """Markdown table: one row per eps, fidelity then per-victim accuracy on original (encrypted) test slices."""
+    """Markdown table: one row per eps, fidelity then per-victim accuracy on original test slices: peak
+    [95% interval] / final (encrypted test in brackets)."""
     victims = list(report["clean_baseline"])
     checks = {c["eps"]: c for c in report["recommendation"]["checks"]}
     head = (
         "| eps | step | PSNR dB mean (min) | SSIM mean (min) | Linf mean / max (stored units) | base model on target | "
-        + " | ".join(f"{v}: original (encrypted)" for v in victims)
-        + " | worst victim on original | protects | fidelity floors |"
+        + " | ".join(f"{v}: original peak [95%] / final (encrypted)" for v in victims)
+        + " | worst victim on original (peak) | protects | fidelity floors |"
     )
     lines = [head, "|" + "---|" * (9 + len(victims))]
     recommended = report["recommendation"]["eps"]
     for row in report["rows"]:
         check = checks[row["eps"]]
         cells = [
-            f"**{row['eps']:g}**" if row["eps"] == recommended else f"{row['eps']:g}",
-            f"{row['step']:g}",
+            f"**{row['eps']:g}**" if row["eps"] == recommended else f"{row['eps']:.4g}",
+            f"{row['step']:.4g}",
             f"{row['psnr_db']:.1f} ({row['psnr_db_min']:.1f})",
             f"{row['ssim']:.4f} ({row['ssim_min']:.4f})",
             f"{row['linf_mean']:.1f} / {row['linf_max']:.1f}",
             _pct(row["base_model_hit_rate"]),
         ]
-        for v in victims:
-            r = row["victims"][v]
-            cells.append(f"{_pct(r['original_test'])} ({_pct(r['encrypted_test'])})")
+        cells += [_victim_cell(row["victims"][v]) for v in victims]
         cells += [
             f"{_pct(row['worst_original_test'])} ({row['worst_victim']})",
             "yes" if check["protects"] else "no",
@@ -103,12 +125,27 @@ def comparison_text(report: dict[str, Any]) -> str:
     )
 
 
+def psnr_text(match: Mapping[str, Any]) -> str:
+    """The fidelity-matched eps search in one paragraph."""
+    trials = "; ".join(f"eps {t['eps']:.4g} -> {t['psnr_db']:.2f} dB" for t in match["trials"])
+    return (
+        f"Target mean PSNR {match['target_psnr_db']:g} dB (stored units), searched on {match['subset_slices']} "
+        f"slices: {trials}. Chosen eps {match['eps']:.4g} ({match['psnr_db']:.2f} dB on the subset; "
+        f"{'converged' if match['converged'] else 'not converged'} within {match['tolerance_db']:g} dB); the "
+        "results table gives its PSNR over the calibrated slices."
+    )
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The whole ``report.md``."""
     s = report["settings"]
     counts = report["counts"]
     rec = report["recommendation"]
-    baseline = ", ".join(f"{v} {_pct(a)}" for v, a in report["clean_baseline"].items())
+    clean_stats = report.get("clean_stats", {})
+    baseline = ", ".join(
+        f"{v} {interval_text(clean_stats[v]['peak'])} (peak)" if v in clean_stats else f"{v} {_pct(a)}"
+        for v, a in report["clean_baseline"].items()
+    )
     parts = [
         "# medenc calibration",
         "",
@@ -130,11 +167,19 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         results_table(report),
         "",
-        "Accuracy of each victim trained on the encrypted training slices, on original test slices (on encrypted "
-        "test slices in brackets). Protection is the worst (highest) original-test accuracy over the victims.",
+        "Accuracy of each victim trained on the encrypted training slices, on original test slices: the peak over "
+        "the epochs (an oracle early stop) with its 95% interval, then the last epoch's (on encrypted test slices "
+        "in brackets). Protection is the worst (highest) mean peak over the victims; 'not protected' marks a "
+        "victim whose peak interval reaches its clean baseline's. "
+        + (f"{len(report['seeds'])} training seed(s) per victim ({report['interval']})." if "seeds" in report else ""),
         "",
         "![trade-off](tradeoff.png)",
         "",
+        *(
+            ["## Fidelity-matched eps", "", psnr_text(report["fidelity_match"]), ""]
+            if report.get("fidelity_match")
+            else []
+        ),
         "## Recommendation",
         "",
         f"Floors: worst victim at most {_pct(s['target_orig_acc'])} on original test slices; mean PSNR at least "
@@ -178,7 +223,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         xs = [r[metric] for r in rows]
         for i, v in enumerate(victims):
             color = colors[i % len(colors)]
-            ax.plot(xs, [r["victims"][v]["original_test"] for r in rows], "o-", color=color, alpha=0.7, label=v)
+            ax.plot(xs, [_peak_mean(r["victims"][v]) for r in rows], "o-", color=color, alpha=0.7, label=v)
             ax.axhline(report["clean_baseline"][v], color=color, linestyle=":", linewidth=1)
         ax.plot(
             xs,
@@ -218,7 +263,7 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.set_xlabel(label)
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("accuracy on original test slices")
+    axes[0].set_ylabel("peak accuracy on original test slices")
     axes[0].legend(fontsize=7, loc="upper left")
     fig.suptitle("Trained on encrypted data, tested on originals (dotted: clean baselines)", fontsize=10)
     fig.tight_layout()

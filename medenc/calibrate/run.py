@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from medenc.calibrate.recommend import recommend
 from medenc.errors import InputError
 from medenc.files import check_output, manifest_inputs
 from medenc.learn.recipe import TrainRecipe
@@ -54,6 +55,10 @@ class CalibrationSettings:
         device: where PGD and training run (None: CUDA if available).
         precision: PGD precision (``fp32``, ``bf16``, ``auto``).
         batch_size: PGD samples per batch.
+        seeds: victim training seeds (``train.seed``, ``+1``, ...): mean and 95% interval per cell.
+        psnr_target: fidelity-matched calibration: the eps measured to give this mean PSNR (stored units;
+            :func:`medenc.experiment.match_psnr.match_psnr`) is added to ``eps_grid`` (which may then be
+            empty).
     """
 
     eps_grid: tuple[float, ...] = DEFAULT_GRID
@@ -73,13 +78,16 @@ class CalibrationSettings:
     device: str | None = None
     precision: str = "auto"
     batch_size: int = 64
+    seeds: int = 1
+    psnr_target: float | None = None
 
     def validate(self) -> None:
         """Raise :class:`InputError` naming the first setting out of range."""
         from medenc.core.key import COMBINER_TARGETS, NORMS
         from medenc.learn.models import ARCHITECTURES
 
-        check_grid(self.eps_grid)
+        if self.psnr_target is None or self.eps_grid:
+            check_grid(self.eps_grid)
         if not self.victims:
             raise InputError("give at least one victim architecture")
         unknown = [v for v in self.victims if v not in ARCHITECTURES]
@@ -114,6 +122,10 @@ class CalibrationSettings:
             raise InputError(f"PGD steps must be >= 1, got {self.steps}")
         if not 0 < self.ratio < 1:
             raise InputError(f"ratio must lie in (0, 1), got {self.ratio}")
+        if not 1 <= self.seeds <= 50:
+            raise InputError(f"--seeds must lie in 1..50, got {self.seeds}")
+        if self.psnr_target is not None and not (_finite(self.psnr_target) and self.psnr_target > 0):
+            raise InputError(f"--psnr must be a number of dB > 0, got {self.psnr_target}")
         if self.train.epochs < 1 or self.train.batch_size < 1 or not self.train.lr > 0:
             raise InputError("victim training needs epochs >= 1, batch size >= 1 and lr > 0")
 
@@ -159,102 +171,6 @@ def parse_grid(text: str) -> tuple[float, ...]:
     return check_grid(values)
 
 
-# ----------------------------------------------------------------------------------- recommendation
-def recommend(
-    rows: Sequence[Mapping[str, Any]], *, target_orig_acc: float, min_psnr: float, min_ssim: float
-) -> dict[str, Any]:
-    """Pick the smallest eps that protects enough while keeping the fidelity floors.
-
-    Args:
-        rows: one per eps with ``eps``, ``worst_original_test`` (the worst victim's accuracy on
-            original test slices: the highest one), ``psnr_db`` and ``ssim`` (means over slices).
-        target_orig_acc: protection holds when ``worst_original_test <= target_orig_acc``.
-        min_psnr: fidelity holds when ``psnr_db >= min_psnr`` ...
-        min_ssim: ... and ``ssim >= min_ssim``.
-
-    Returns:
-        ``status`` (``"recommended"`` or ``"none"``), ``eps`` (or None), ``outcome`` (``meets_both``,
-        ``only_protection``, ``only_fidelity``, ``protection_or_fidelity`` (some rows meet one floor,
-        others the other, none both) or ``neither``), ``checks`` per eps, ``closest`` (when none
-        qualifies: the best-protecting eps with fidelity and the best-fidelity eps with protection, as
-        available) and a plain-language ``message``.
-    """
-    if not rows:
-        raise InputError("no results to recommend from")
-    checks = []
-    for row in sorted(rows, key=lambda r: float(r["eps"])):
-        protects = float(row["worst_original_test"]) <= target_orig_acc
-        fidelity = float(row["psnr_db"]) >= min_psnr and float(row["ssim"]) >= min_ssim
-        checks.append(
-            {
-                "eps": float(row["eps"]),
-                "worst_original_test": float(row["worst_original_test"]),
-                "psnr_db": float(row["psnr_db"]),
-                "ssim": float(row["ssim"]),
-                "protects": protects,
-                "fidelity_ok": fidelity,
-                "meets_both": protects and fidelity,
-            }
-        )
-    floors = f"worst victim <= {target_orig_acc:.0%} on original images, PSNR >= {min_psnr:g} dB, SSIM >= {min_ssim:g}"
-    both = [c for c in checks if c["meets_both"]]
-    if both:
-        best = both[0]
-        return {
-            "status": "recommended",
-            "eps": best["eps"],
-            "outcome": "meets_both",
-            "checks": checks,
-            "closest": [],
-            "message": (
-                f"recommended eps {best['eps']:g}: the smallest on the grid that meets {floors} "
-                f"(worst victim {best['worst_original_test']:.1%}, PSNR {best['psnr_db']:.1f} dB, "
-                f"SSIM {best['ssim']:.4f})"
-            ),
-        }
-    protecting = [c for c in checks if c["protects"]]
-    faithful = [c for c in checks if c["fidelity_ok"]]
-    closest = []
-    if protecting:
-        c = protecting[0]
-        closest.append(
-            {
-                **c,
-                "why": f"protects, but fidelity is below the floor (PSNR {c['psnr_db']:.1f} dB, SSIM {c['ssim']:.4f})",
-            }
-        )
-    if faithful:
-        c = faithful[-1]
-        closest.append(
-            {
-                **c,
-                "why": f"keeps the fidelity floors, but the worst victim still reaches "
-                f"{c['worst_original_test']:.1%} on original images",
-            }
-        )
-    if not closest:
-        lowest = min(checks, key=lambda c: c["worst_original_test"])
-        sharpest = max(checks, key=lambda c: (c["psnr_db"], c["ssim"]))
-        closest.append({**lowest, "why": "best protection on the grid (neither floor met)"})
-        if sharpest["eps"] != lowest["eps"]:
-            closest.append({**sharpest, "why": "best fidelity on the grid (neither floor met)"})
-    outcome = {
-        (True, True): "protection_or_fidelity",
-        (True, False): "only_protection",
-        (False, True): "only_fidelity",
-        (False, False): "neither",
-    }[(bool(protecting), bool(faithful))]
-    return {
-        "status": "none",
-        "eps": None,
-        "outcome": outcome,
-        "checks": checks,
-        "closest": closest,
-        "message": f"no setting on the grid meets both {floors}; closest: "
-        + "; ".join(f"eps {c['eps']:g} {c['why']}" for c in closest),
-    }
-
-
 # ------------------------------------------------------------------------------------------ runner
 def calibrate(
     manifest: str | Path,
@@ -289,7 +205,8 @@ def calibrate(
     """
 
     from medenc.atomic import atomic_directory
-    from medenc.calibrate.plan import Cache, Ticker, plan_work, prepare_inputs
+    from medenc.calibrate.plan import Cache, plan_work, prepare_inputs
+    from medenc.calibrate.progress import Ticker
     from medenc.calibrate.report import reference_comparison, result_row, write_report
     from medenc.experiment.encrypt_dataset import encrypt_dataset
     from medenc.experiment.evaluate import load_eval_data
@@ -303,25 +220,39 @@ def calibrate(
     say = log or (lambda _: None)
     cache = Cache(Path(cache_dir) if cache_dir is not None else out.parent / "medenc-calibrate-cache")
     inputs = prepare_inputs(manifest, model, key, settings)
+    matched = None
+    if settings.psnr_target is not None:
+        matched = _match_cached(inputs, manifest, model, settings, cache, say)
+        settings = replace(settings, eps_grid=tuple(sorted({*settings.eps_grid, matched["eps"]})))
+    eps_grid = settings.eps_grid
     plan = plan_work(inputs, settings, cache, estimate=estimate or settings.budget_minutes is not None, log=say)
     ticker = Ticker(progress, plan)
     k = len(inputs.classes)
     train = settings.train
 
-    baselines: dict[str, float] = {}
+    from medenc.learn.victims import VictimResult, seed_recipes, summarize_runs
+
+    recipes = seed_recipes(train, settings.seeds)
+    baselines: dict[str, dict[str, Any]] = {}
+    clean_data = None
     for victim in settings.victims:
-        entry = cache.load("clean", plan.clean_keys[victim])
-        if entry is None:
-            with ticker.item(("clean", victim), f"{victim} on clean data"):
-                data = inputs.clean_data(plan.subset_csv, train.size)
-                acc, _ = train_and_score(victim, data[0], {"clean_test": data[1]}, k, train, ticker.inner)
-            entry = {"clean_test": acc["clean_test"], "victim": victim}
-            cache.save("clean", plan.clean_keys[victim], entry)
-        baselines[victim] = entry["clean_test"]
-        say(f"clean baseline {victim}: {entry['clean_test']:.1%}")
+        runs = []
+        for recipe in recipes:
+            ckey = plan.clean_keys[(victim, recipe.seed)]
+            entry = cache.load("clean", ckey)
+            if entry is None:
+                with ticker.item(("clean", victim, recipe.seed), f"{victim} on clean data (seed {recipe.seed})"):
+                    clean_data = clean_data or inputs.clean_data(plan.subset_csv, train.size)
+                    run = train_and_score(victim, clean_data[0], {"clean_test": clean_data[1]}, k, recipe, ticker.inner)
+                entry = {**run.record(), "victim": victim}
+                cache.save("clean", ckey, entry)
+            runs.append(VictimResult(entry["seed"], entry["final"], entry["curves"]))
+        baselines[victim] = summarize_runs(runs, {"clean_test": plan.counts["test"]})
+        say(f"clean baseline {victim}: {baselines[victim]['clean_test']:.1%}")
 
     rows = []
-    for eps in settings.eps_grid:
+    sizes = {"original_test": plan.counts["test"], "encrypted_test": plan.counts["test"]}
+    for eps in eps_grid:
         eps_key = inputs.key_for(eps)
         folder = cache.encrypted_dir(plan.enc_keys[eps])
         if not cache.has_summary(folder):
@@ -341,35 +272,46 @@ def calibrate(
         data = None
         victims: dict[str, dict[str, Any]] = {}
         for victim in settings.victims:
-            vkey = plan.victim_keys[(eps, victim)]
-            entry = cache.load("victim", vkey)
-            if entry is None:
-                with ticker.item(("victim", eps, victim), f"eps {eps:g}: {victim}"):
-                    if data is None:
-                        data = load_eval_data(plan.subset_csv, folder / "manifest.csv", train.size, inputs.classes)
-                    acc, pred = train_and_score(
-                        victim,
-                        data.enc_train,
-                        {"encrypted_test": data.enc_test, "original_test": data.clean_test},
-                        k,
-                        train,
-                        ticker.inner,
-                    )
-                entry = {**acc, "confusion_original_test": confusion(pred["original_test"], data.clean_test[1], k)}
-                cache.save("victim", vkey, entry)
-            victims[victim] = {**entry, "clean_test": baselines[victim]}
+            runs, matrices = [], []
+            for recipe in recipes:
+                vkey = plan.victim_keys[(eps, victim, recipe.seed)]
+                entry = cache.load("victim", vkey)
+                if entry is None:
+                    with ticker.item(
+                        ("victim", eps, victim, recipe.seed), f"eps {eps:g}: {victim} (seed {recipe.seed})"
+                    ):
+                        if data is None:
+                            data = load_eval_data(plan.subset_csv, folder / "manifest.csv", train.size, inputs.classes)
+                        tests = {"encrypted_test": data.enc_test, "original_test": data.clean_test}
+                        run = train_and_score(
+                            victim, data.enc_train, tests, k, recipe, ticker.inner, watch=("original_test",)
+                        )
+                    entry = {
+                        **run.record(),
+                        "confusion_original_test": confusion(run.predictions["original_test"], data.clean_test[1], k),
+                    }
+                    cache.save("victim", vkey, entry)
+                runs.append(VictimResult(entry["seed"], entry["final"], entry["curves"]))
+                matrices.append(entry["confusion_original_test"])
+            summed = [[sum(m[i][j] for m in matrices) for j in range(k)] for i in range(k)]
+            victims[victim] = {
+                **summarize_runs(runs, sizes),
+                "confusion_original_test": summed,
+                "clean_test": baselines[victim]["clean_test"],
+                "clean_peak": baselines[victim]["stats"]["clean_test"]["peak"],
+            }
         row = result_row(eps, summary, victims)
         rows.append(row)
         say(
             f"eps {eps:g}: PSNR {row['psnr_db']:.1f} dB, SSIM {row['ssim']:.4f}, worst victim "
-            f"{row['worst_victim']} {row['worst_original_test']:.1%} on original test slices"
+            f"{row['worst_victim']} {row['worst_original_test']:.1%} (peak) on original test slices"
         )
 
     decision = recommend(
         rows, target_orig_acc=settings.target_orig_acc, min_psnr=settings.min_psnr, min_ssim=settings.min_ssim
     )
     warnings = []
-    worst_clean = min(baselines.values())
+    worst_clean = min(b["clean_test"] for b in baselines.values())
     if worst_clean <= settings.target_orig_acc:
         warnings.append(
             f"a victim trained on clean data reaches only {worst_clean:.1%}, at or below the target "
@@ -387,7 +329,11 @@ def calibrate(
         "step_rule": f"step = eps x {settings.step_ratio:g}, {settings.steps} steps",
         "fidelity_units": "stored (native) pixel values of the written slices; PSNR and SSIM with each original "
         "slice's own range (max - min) as the peak, Linf = largest change of one pixel in stored units",
-        "clean_baseline": baselines,
+        "clean_baseline": {v: b["clean_test"] for v, b in baselines.items()},
+        "clean_stats": {v: b["stats"]["clean_test"] for v, b in baselines.items()},
+        "seeds": [r.seed for r in recipes],
+        "interval": baselines[settings.victims[0]]["stats"]["clean_test"]["peak"]["method"],
+        "fidelity_match": matched,
         "rows": rows,
         "recommendation": decision,
         "reference": reference_comparison(rows, decision, settings.reference_eps),
@@ -400,3 +346,28 @@ def calibrate(
     with atomic_directory(out, force=force, inputs=input_paths) as tmp:
         write_report(report, tmp)
     return report
+
+
+def _match_cached(
+    inputs: Any, manifest: str | Path, model: str | Path, settings: CalibrationSettings, cache: Any, say: Callable
+) -> dict[str, Any]:
+    """The fidelity-matched eps search on the manifest, cached by data, model, key, target and PGD setup."""
+    import shutil
+
+    from medenc.calibrate.plan import digest
+    from medenc.experiment.match_psnr import match_psnr
+
+    probe = inputs.key_for(settings.reference_eps)  # the search starts at the reference eps
+    ckey = digest("psnr", inputs.manifest.fingerprint(), inputs.model_hash, probe.fingerprint(), settings.psnr_target,
+                  settings.precision, settings.device)  # fmt: skip
+    found = cache.load("psnr", ckey)
+    if found is None:
+        work = cache.root / "psnr-work" / ckey
+        found = match_psnr(
+            manifest, model, probe, settings.psnr_target, work, device=settings.device,
+            batch_size=settings.batch_size, precision=settings.precision, log=say,
+        )  # fmt: skip
+        shutil.rmtree(work, ignore_errors=True)
+        cache.save("psnr", ckey, found)
+    say(f"PSNR {settings.psnr_target:g} dB: eps {found['eps']:.4g} (subset mean {found['psnr_db']:.2f} dB)")
+    return found

@@ -17,9 +17,20 @@ from medenc.errors import MedencError
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file of option values; flags override it.")]
 PresetOption = Annotated[
-    str | None, typer.Option("--preset", help="Shipped config: 'paper' (the paper's MRI setting) or 'quick' (CPU).")
+    str | None,
+    typer.Option("--preset", help="Shipped config: 'paper' (the paper's MRI setting), 'medium' or 'quick' (CPU)."),
 ]
 ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+#: training seeds per evaluated model when neither --seeds nor the config's ``seeds`` says
+DEFAULT_SEEDS = 3
+SeedsOption = Annotated[
+    int | None,
+    typer.Option(
+        "--seeds",
+        help=f"Training seeds per model (--seed, +1, ...): mean and 95% interval per cell (default from config, "
+        f"else {DEFAULT_SEEDS}).",
+    ),
+]
 LOW_HIT_RATE = 0.9  # encrypt-dataset warns below this share of perturbed copies on target
 
 
@@ -169,16 +180,27 @@ def print_encryption_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 def print_evaluation(report: dict[str, Any], out: Path) -> None:
-    """Print the Table 12 layout and where the report is."""
-    from medenc.experiment.report import table12
+    """Print the Table 12 layout, the fidelity beside it, and where the report is."""
+    from medenc.experiment.report import fidelity_text, protocol_text, table12
 
     typer.echo("")
     typer.echo(table12(report))
+    typer.echo(f"\nfidelity of the encrypted images: {fidelity_text(report)}")
+    typer.echo(protocol_text(report))
     typer.echo(
-        f"\nchance level {report['chance']:.0%}; report: {out / 'report.json'}, {out / 'report.md'}, "
+        f"chance level {report['chance']:.0%}; report: {out / 'report.json'}, {out / 'report.md'}, "
         f"{out / 'accuracy.png'}"
     )
-    weak = [a for a, r in report["architectures"].items() if r["encrypted_test"] - r["original_test"] < 0.30]
+    exposed = [a for a, r in report["architectures"].items() if r.get("protected") is False]
+    if exposed:
+        warn(
+            f"not protected (the thief's peak accuracy on original images reaches the clean baseline's interval): "
+            f"{', '.join(exposed)}; see docs/evaluation.md"
+        )
+    weak = [
+        a for a, r in report["architectures"].items()
+        if a not in exposed and r["encrypted_test"] - r["original_test"] < 0.30
+    ]  # fmt: skip
     if weak:
         warn(
             f"models trained on encrypted data lost less than 30 points on original images for: {', '.join(weak)}; "

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from medenc.cli._common import ConfigOption, ForceOption, PresetOption, parse_archs, progress_bars, recipe_from, warn
+from medenc.cli._common import (
+    DEFAULT_SEEDS,
+    ConfigOption,
+    ForceOption,
+    PresetOption,
+    SeedsOption,
+    parse_archs,
+    progress_bars,
+    recipe_from,
+    warn,
+)
 
 app = typer.Typer()
 
@@ -18,8 +28,20 @@ def calibrate_command(
     model: Annotated[Path, typer.Option("--model", help="Base classifier checkpoint from `medenc train`.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Report folder (report.json, report.md, tradeoff.png).")],
     eps: Annotated[
-        str, typer.Option("--eps", help="Grid of PGD radii on the model-input scale, comma-separated.")
-    ] = "0.5,1,2,4,6,8",
+        str | None,
+        typer.Option(
+            "--eps",
+            help="Grid of PGD radii on the model-input scale, comma-separated (default 0.5,1,2,4,6,8; "
+            "none with --psnr).",
+        ),
+    ] = None,
+    psnr: Annotated[
+        float | None,
+        typer.Option(
+            help="Fidelity-matched: also measure the eps whose mean PSNR (stored units) is this many dB "
+            "(searched on a subset) and calibrate at it."
+        ),
+    ] = None,
     combiner: Annotated[str | None, typer.Option(help="Combiner of the calibration key (default: hconcat).")] = None,
     victims: Annotated[
         str | None, typer.Option(help="Thief architectures, comma-separated (default: resnet18,densenet121,vgg11).")
@@ -53,7 +75,8 @@ def calibrate_command(
     batch_size: Annotated[int | None, typer.Option(help="Victim training batch size.")] = None,
     lr: Annotated[float | None, typer.Option(help="Victim peak SGD learning rate.")] = None,
     size: Annotated[int | None, typer.Option(help="Victim input size (default: the base model's).")] = None,
-    seed: Annotated[int, typer.Option(help="Victim training seed.")] = 0,
+    seed: Annotated[int, typer.Option(help="First victim training seed.")] = 0,
+    seeds: SeedsOption = None,
     key_seed: Annotated[int, typer.Option(help="Seed of the calibration key (measuring only).")] = 0,
     device: Annotated[str | None, typer.Option(help="cpu | cuda (default: CUDA if available).")] = None,
     precision: Annotated[str, typer.Option(help="PGD precision: fp32 | bf16 | auto (bf16 on CUDA).")] = "auto",
@@ -63,16 +86,18 @@ def calibrate_command(
 ) -> None:
     """Encrypt at every eps of a grid, train the thief's models, and recommend the smallest eps that protects.
 
-    Measures thieves' accuracy on original slices against fidelity (PSNR, SSIM, Linf); caches all work.
+    Measures thieves' accuracy on original slices (peak over the epochs and final, mean and 95% interval over
+    --seeds seeds) against fidelity (PSNR, SSIM, Linf); --psnr adds the eps measured to give that PSNR.
+    Caches all work.
     """
     from dataclasses import replace
 
-    from medenc.calibrate.run import CalibrationSettings, calibrate, parse_grid
+    from medenc.calibrate.run import DEFAULT_GRID, CalibrationSettings, calibrate, parse_grid
     from medenc.config import load_config, pick
     from medenc.files import check_output
     from medenc.learn.checkpoint import load_base_model
 
-    grid = parse_grid(eps)
+    grid = parse_grid(eps) if eps is not None else (() if psnr is not None else DEFAULT_GRID)
     if write_key is not None:
         check_output(write_key, inputs=[manifest, model, key], force=force, what="key file")
     cfg = load_config(config, preset)
@@ -82,8 +107,15 @@ def calibrate_command(
         eps_grid=grid,
         victims=tuple(parse_archs(pick(victims, cfg, "victims", "resnet18,densenet121,vgg11"))),
         train=recipe_from(
-            cfg, epochs=epochs, batch_size=batch_size, lr=lr, size=size, default_size=base_size,
-            augment=thief_augment, seed=seed, device=device,
+            cfg,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            size=size,
+            default_size=base_size,
+            augment=thief_augment,
+            seed=seed,
+            device=device,
         ),
         combiner=str(pick(combiner, cfg, "combiner", "hconcat")),
         ratio=float(cfg.get("ratio", 0.5)),
@@ -98,6 +130,8 @@ def calibrate_command(
         reference_eps=reference_eps,
         device=device,
         precision=precision,
+        seeds=int(pick(seeds, cfg, "seeds", DEFAULT_SEEDS)),
+        psnr_target=psnr,
     )
     with progress_bars() as bars:
         report = calibrate(

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from medenc.cli._common import (
+    DEFAULT_SEEDS,
     model_done,
     parse_archs,
     print_encryption_summary,
@@ -27,7 +28,10 @@ def demo(
     ),
     preset: Annotated[
         str | None,
-        typer.Option(help="quick (CPU-sized, the default without CUDA) or paper (the paper's setting; for a GPU)."),
+        typer.Option(
+            help="quick (CPU-sized, the default without CUDA), medium (CPU, 128 px, 1,005 cases: hours) or paper "
+            "(the paper's setting; for a GPU)."
+        ),
     ] = None,
     config: Annotated[Path | None, typer.Option("--config", help="YAML file overriding the preset.")] = None,
     cases: Annotated[int | None, typer.Option(help="Synthetic cases (default from the preset).")] = None,
@@ -136,6 +140,7 @@ def demo(
             archs,
             out / "report",
             train_settings,
+            seeds=int(settings.get("seeds", DEFAULT_SEEDS)),
             classes=info.classes,
             force=True,
             progress_factory=lambda _: bars,

@@ -13,7 +13,7 @@ app = typer.Typer()
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="YAML file of option values; flags override it.")]
 PresetOption = Annotated[
-    str | None, typer.Option("--preset", help="Shipped config: 'paper' (paper's MRI setting) or 'quick'.")
+    str | None, typer.Option("--preset", help="Shipped config: 'paper' (paper's MRI setting), 'medium' or 'quick'.")
 ]
 
 

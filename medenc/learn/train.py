@@ -15,7 +15,7 @@ import copy
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -129,6 +129,9 @@ def fit(
     recalibrate_bn: bool = True,
     batch_hook: Callable[[nn.Module, Tensor, Tensor], Tensor] | None = None,
     keep_best: bool = False,
+    mix: Callable[[Tensor, Tensor, torch.Generator], tuple[Tensor, Tensor]] | None = None,
+    watch: Mapping[str, tuple[Tensor, Tensor]] | None = None,
+    watch_bn_samples: int = 128,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place by minimising cross-entropy.
 
@@ -153,11 +156,21 @@ def fit(
             before the step, e.g. to replace it by adversarial examples (adversarial training).
         keep_best: early stopping: at the end restore the weights of the epoch with the best
             ``val_accuracy`` (the earliest on ties); needs ``val``.
+        mix: ``mix(batch, labels, generator) -> (batch, targets)`` called on every batch after the
+            augmentation, returning class-probability targets ``(N, K)`` (MixUp, CutMix); the loss is the
+            cross-entropy against them.
+        watch: named test sets ``{name: (x, y)}`` (model inputs) scored after every epoch, recorded as
+            ``<name>_accuracy``: the learning curve behind an oracle early stop. Before each score the
+            batch-norm statistics are recomputed for that epoch's weights (on ``watch_bn_samples``
+            training inputs spread over the set; on all of them after the last epoch, as at the end of
+            training, so without ``keep_best`` the last record is the returned model's accuracy). This
+            changes no weight and draws no random number: training is the same with or without it.
+        watch_bn_samples: training inputs used for those intermediate batch-norm statistics.
 
     Returns:
         One record per epoch: ``epoch``, ``loss``, ``train_accuracy`` (on the batches as trained),
-        ``lr``, ``seconds`` and, with ``val``, ``val_accuracy``. The model is left in eval mode on
-        ``device``.
+        ``lr``, ``seconds`` and, with ``val``, ``val_accuracy``, with ``watch``, ``<name>_accuracy``
+        (``seconds`` excludes that scoring). The model is left in eval mode on ``device``.
 
     Raises:
         InputError: empty data, mismatched lengths, labels out of range or bad hyper-parameters.
@@ -181,6 +194,8 @@ def fit(
     if int(y.min()) < 0 or int(y.max()) >= num_classes:
         raise InputError(f"labels must lie in 0..{num_classes - 1}, got {int(y.min())}..{int(y.max())}")
     val_data = None if val is None else (prepare_inputs(val[0], preprocess), torch.as_tensor(val[1]).long())
+    watched = {name: (tx.float(), torch.as_tensor(ty).long()) for name, (tx, ty) in (watch or {}).items()}
+    bn_probe = x[torch.linspace(0, n - 1, min(n, max(2, watch_bn_samples))).round().long()] if watched else None
 
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
@@ -226,6 +241,9 @@ def fit(
                     xb = augment(xb, generator)
                 elif augment:
                     xb = augment_batch(xb, generator)
+                target = yb
+                if mix is not None:
+                    xb, target = mix(xb, yb, generator)
                 if batch_hook is not None:
                     xb = batch_hook(model, xb, yb)
                     model.train()
@@ -233,7 +251,7 @@ def fit(
                     group["lr"] = lr * _lr_factor(step, total, warmup)
                 with _autocast(dev):
                     logits = model(xb.contiguous(memory_format=memory))
-                loss = functional.cross_entropy(logits.float(), yb)
+                loss = functional.cross_entropy(logits.float(), target)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -256,12 +274,18 @@ def fit(
                 record["val_accuracy"] = accuracy(logits, val_data[1])
                 if keep_best and record["val_accuracy"] > max((h["val_accuracy"] for h in history), default=-1.0):
                     best_state = copy.deepcopy(model.state_dict())
+            if watched:
+                probe = x if epoch == epochs else bn_probe
+                recalibrate_batchnorm(model, probe, batch_size=batch_size)  # type: ignore[arg-type]
+                for name, (tx, ty) in watched.items():
+                    scores = predict(model, tx, batch_size=max(batch_size, 64), device=dev)
+                    record[f"{name}_accuracy"] = accuracy(scores, ty)
             history.append(record)
             if task is not None:
                 progress.update(task, description=f"epoch {epoch}/{epochs} loss {record['loss']:.3f}")
         if best_state is not None:
             model.load_state_dict(best_state)
-        if recalibrate_bn:
+        if recalibrate_bn and not (watched and best_state is None):  # (watch already did it after the last epoch)
             recalibrate_batchnorm(model, x, batch_size=batch_size)
     finally:
         torch.backends.cudnn.benchmark = benchmark

@@ -5,8 +5,12 @@ Input transformations work on model inputs ``(N, C, H, W)`` (intensity window ap
 are applied by the thief to every image he trains or tests on. JPEG runs through a real codec (Pillow),
 on the 8-bit rendering a thief would make (values clipped to the window, rounded to 0..255).
 
-Training recipes are options of :func:`medenc.learn.train.fit`: flips only, crops only, both (the standard
-recipe), early stopping on a few clean labelled images, adversarial training, and fine-tuning on them.
+JPEG and JPEG 2000 at a compression ratio (radiology's measure) go through :mod:`medenc.security.codecs`.
+
+Training recipes are options of :func:`medenc.learn.train.fit` (:mod:`medenc.security.rows` maps them):
+flips only, crops only, both (the standard recipe), UEraser-style heavy augmentation, Cutout, MixUp,
+CutMix (:mod:`medenc.security.augment`), early stopping on a few clean labelled images, adversarial
+training, fine-tuning on them, and a SimCLR start fine-tuned on them (:mod:`medenc.security.pretrain`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import io
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -22,16 +27,20 @@ from torch.nn import functional
 
 from medenc.core.pgd import frozen
 from medenc.errors import InputError
+from medenc.security.codecs import jpeg2000_ratio, jpeg_ratio, to_uint8
 
 __all__ = [
     "DEFAULT_DEFENCES",
     "DEFENCES",
     "Defence",
+    "DefenceSpec",
     "bit_depth",
     "blur",
     "crop_only",
     "flip_only",
     "jpeg",
+    "jpeg2000_ratio",
+    "jpeg_ratio",
     "median",
     "parse_defences",
     "squeeze",
@@ -40,15 +49,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------ input transforms
-def to_uint8(x: Tensor) -> np.ndarray:
-    """The 8-bit rendering of model inputs: clipped to 0..1, scaled to 0..255, rounded.
-
-    Shape:
-        x: (N, C, H, W); result: (N, C, H, W) uint8.
-    """
-    return (x.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).cpu().numpy()
-
-
 def jpeg(x: Tensor, quality: int = 30) -> Tensor:
     """JPEG re-compression with Pillow's codec (baseline, grey, 4:4:4) at ``quality`` 1..95.
 
@@ -185,14 +185,26 @@ def adversarial_hook(eps: float, steps: int, norm: str = "l2") -> Callable[[nn.M
 
 
 # -------------------------------------------------------------------------------------------- registry
+class DefenceSpec(NamedTuple):
+    """A registry entry: its kind, input transformation (or None), default parameter and description."""
+
+    kind: str
+    function: Callable[..., Tensor] | None
+    default: float | None
+    description: str
+    #: the parameter is an integer (quality, size, bits, repeats)
+    integer: bool = True
+    #: the transformation fills a ``stats`` dict (what it achieved)
+    reports: bool = False
+
+
 @dataclass(frozen=True)
 class Defence:
     """One thief's counter-measure.
 
     Attributes:
         name: registry name (:data:`DEFENCES`).
-        param: its parameter (JPEG quality, blur sigma, ...) or None.
-        kind: ``"input"`` (a transformation of every image) or ``"training"`` (a training recipe).
+        param: its parameter (JPEG quality, blur sigma, compression ratio, UEraser repeats) or None.
     """
 
     name: str
@@ -200,55 +212,107 @@ class Defence:
 
     @property
     def kind(self) -> str:
-        return DEFENCES[self.name][0]
+        """``"input"`` (a transformation of every image) or ``"training"`` (a training recipe)."""
+        return DEFENCES[self.name].kind
+
+    @property
+    def value(self) -> float | int:
+        """The parameter, or the registry's default; an int where the parameter is one."""
+        spec = DEFENCES[self.name]
+        value = spec.default if self.param is None else self.param
+        if value is None:
+            raise ValueError(f"{self.name} takes no parameter")
+        return int(value) if spec.integer else float(value)
 
     @property
     def label(self) -> str:
-        """Row name in the report, e.g. ``jpeg q10`` or ``blur sigma 1``."""
-        if self.param is None:
+        """Row name in the report, e.g. ``jpeg q10``, ``jpeg2000 10:1`` or ``blur sigma 1``."""
+        if DEFENCES[self.name].default is None:
             return self.name
-        v = int(self.param) if float(self.param).is_integer() else self.param
+        v = self.value
+        v = int(v) if float(v).is_integer() else v
         names = {
             "jpeg": f"jpeg q{v}",
+            "jpeg-cr": f"jpeg {v}:1",
+            "j2k-cr": f"jpeg2000 {v}:1",
             "squeeze": f"squeeze (ISS) q{v}",
             "blur": f"blur sigma {v}",
             "median": f"median {v}x{v}",
             "bitdepth": f"bit depth {v}",
+            "ueraser": f"ueraser (max of {v})" if v > 1 else "ueraser (1 draw)",
         }
         return names[self.name]
 
-    def transform(self, x: Tensor) -> Tensor:
+    def transform(self, x: Tensor, *, stats: dict | None = None) -> Tensor:
         """Apply an input transformation (``kind == "input"``) with this defence's parameter.
+
+        Args:
+            x: model inputs.
+            stats: filled with what the transformation achieved, where it reports (compression ratios).
 
         Shape:
             x: (N, C, H, W); result: same.
         """
-        function = DEFENCES[self.name][1]
-        if function is None:
+        spec = DEFENCES[self.name]
+        if spec.function is None:
             raise ValueError(f"{self.name} is a training recipe, not an input transformation")
-        value = DEFENCES[self.name][2] if self.param is None else self.param
-        return function(x, int(value) if self.name != "blur" else float(value))
+        if spec.reports:
+            return spec.function(x, self.value, stats=stats)
+        return spec.function(x, self.value)
 
 
-#: name -> (kind, input transformation or None, default parameter, description)
-DEFENCES: dict[str, tuple[str, Callable[..., Tensor] | None, float | None, str]] = {
-    "jpeg": ("input", jpeg, 30, "JPEG re-compression (Pillow) at quality PARAM"),
-    "squeeze": ("input", squeeze, 10, "image shortcut squeezing: grayscale + JPEG quality PARAM (ICML 2023)"),
-    "blur": ("input", blur, 1.0, "Gaussian blur of sigma PARAM pixels"),
-    "median": ("input", median, 3, "median filter PARAM x PARAM"),
-    "bitdepth": ("input", bit_depth, 3, "bit-depth reduction to PARAM bits"),
-    "flip-aug": ("training", None, None, "random horizontal flips while training"),
-    "crop-aug": ("training", None, None, "random crops of the padded image while training"),
-    "augment": ("training", None, None, "flips and crops (the standard recipe)"),
-    "early-stop": ("training", None, None, "keep the epoch best on the thief's few clean labelled images"),
-    "advtrain": ("training", None, None, "adversarial training, L2 budget = the key's eps (5 PGD steps)"),
-    "finetune": ("training", None, None, "fine-tune the stolen model on the thief's few clean labelled images"),
+#: name -> :class:`DefenceSpec`
+DEFENCES: dict[str, DefenceSpec] = {
+    "jpeg": DefenceSpec("input", jpeg, 30, "JPEG re-compression (Pillow) at quality PARAM"),
+    "jpeg-cr": DefenceSpec(
+        "input", jpeg_ratio, 10, "JPEG at compression ratio PARAM:1 (quality searched per image)", False, True
+    ),
+    "j2k-cr": DefenceSpec(
+        "input", jpeg2000_ratio, 10, "JPEG 2000 (irreversible) at compression ratio PARAM:1", False, True
+    ),
+    "squeeze": DefenceSpec(
+        "input", squeeze, 10, "image shortcut squeezing: grayscale + JPEG quality PARAM (ICML 2023)"
+    ),
+    "blur": DefenceSpec("input", blur, 1.0, "Gaussian blur of sigma PARAM pixels", False),
+    "median": DefenceSpec("input", median, 3, "median filter PARAM x PARAM"),
+    "bitdepth": DefenceSpec("input", bit_depth, 3, "bit-depth reduction to PARAM bits"),
+    "flip-aug": DefenceSpec("training", None, None, "random horizontal flips while training"),
+    "crop-aug": DefenceSpec("training", None, None, "random crops of the padded image while training"),
+    "augment": DefenceSpec("training", None, None, "flips and crops (the standard recipe)"),
+    "ueraser": DefenceSpec(
+        "training",
+        None,
+        5,
+        "UEraser-style heavy augmentation (erasing, strong geometry and intensity), "
+        "the highest-loss of PARAM draws per image (UEraser-Max; 1 = one draw)",
+    ),
+    "cutout": DefenceSpec("training", None, None, "Cutout: a random square of half the side set to zero"),
+    "mixup": DefenceSpec("training", None, None, "MixUp training (Beta(1, 1), labels mixed alike)"),
+    "cutmix": DefenceSpec("training", None, None, "CutMix training (Beta(1, 1), labels mixed by area)"),
+    "early-stop": DefenceSpec("training", None, None, "keep the epoch best on the thief's few clean labelled images"),
+    "advtrain": DefenceSpec(
+        "training", None, None, "adversarial training, L2 budget = the key's eps (PGD steps: --adv-steps)"
+    ),
+    "finetune": DefenceSpec(
+        "training", None, None, "fine-tune the stolen model on the thief's few clean labelled images"
+    ),
+    "ssl-finetune": DefenceSpec(
+        "training",
+        None,
+        None,
+        "SimCLR pretraining on the encrypted images (no labels), then training on the thief's "
+        "few clean labelled images",
+    ),
 }
 
 #: what ``--defenses all`` runs
 DEFAULT_DEFENCES = (
     "jpeg:75",
     "jpeg:30",
+    "jpeg-cr:10",
+    "jpeg-cr:20",
+    "j2k-cr:10",
+    "j2k-cr:20",
     "squeeze",
     "blur:1",
     "median:3",
@@ -256,17 +320,22 @@ DEFAULT_DEFENCES = (
     "flip-aug",
     "crop-aug",
     "augment",
+    "ueraser",
+    "cutout",
+    "mixup",
+    "cutmix",
     "early-stop",
     "advtrain",
     "finetune",
+    "ssl-finetune",
 )
 
 
 def parse_defences(text: str) -> list[Defence]:
-    """``"all"``, ``"none"`` or a comma-separated list such as ``"jpeg:10,blur:1.5,flip-aug"`` -> defences.
+    """``"all"``, ``"none"`` or a comma-separated list such as ``"jpeg:10,j2k-cr:20,blur:1.5,flip-aug"``.
 
     Raises:
-        InputError: an unknown name, a bad or missing parameter, or a parameter on a training recipe.
+        InputError: an unknown name, a bad or missing parameter, or a parameter on a recipe that takes none.
     """
     items = [t.strip() for t in str(text).split(",") if t.strip()]
     if items == ["all"]:
@@ -281,19 +350,24 @@ def parse_defences(text: str) -> list[Defence]:
         name = name.strip()
         if name not in DEFENCES:
             raise InputError(f"unknown defence {name!r}; known: all, {', '.join(DEFENCES)} (e.g. jpeg:10)")
+        spec = DEFENCES[name]
         param: float | None = None
         if raw:
-            if DEFENCES[name][0] != "input":
+            if spec.default is None:
                 raise InputError(f"defence {name!r} takes no parameter, got {item!r}")
             try:
                 param = float(raw)
             except ValueError:
                 raise InputError(f"parameter of {name!r} must be a number, got {raw!r}") from None
-        elif DEFENCES[name][0] == "input":
-            param = float(DEFENCES[name][2])  # type: ignore[arg-type]
+            if spec.integer and not param.is_integer():
+                raise InputError(f"parameter of {name!r} must be a whole number, got {raw!r}")
+        elif spec.default is not None:
+            param = float(spec.default)
         defence = Defence(name, param)
         if defence not in result:
-            if param is not None:  # check the parameter now, on a tiny image, not after an hour of training
-                defence.transform(torch.full((1, 1, 8, 8), 0.5))
+            if spec.kind == "input":  # check the parameter now, on a tiny image, not after an hour of training
+                defence.transform(torch.full((1, 1, 16, 16), 0.5))
+            elif name == "ueraser" and not 1 <= defence.value <= 20:
+                raise InputError(f"ueraser repeats must lie in 1..20, got {raw}")
             result.append(defence)
     return result

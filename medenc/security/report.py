@@ -5,26 +5,107 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medenc.experiment.report import protocol_text
+from medenc.learn.intervals import interval_text
 from medenc.reporting import markdown_table
 from medenc.reporting import pct as _pct
 
 
+def _cell_peak(cell: dict[str, Any]) -> dict[str, Any] | None:
+    return cell.get("stats", {}).get("original_test", {}).get("peak")
+
+
+def peak_value(cell: dict[str, Any]) -> float:
+    """A cell's mean peak accuracy on original test images (its final accuracy in reports without peaks)."""
+    peak = _cell_peak(cell)
+    if peak:
+        return float(peak["mean"])
+    return float("nan") if cell.get("original_test") is None else float(cell["original_test"])
+
+
 def security_table(report: dict[str, Any]) -> str:
-    """Defence x architecture: accuracy on original test images (encrypted test images in brackets)."""
+    """Defence x architecture: peak accuracy on original test images, mean [95% interval], and the verdict."""
     archs = report["archs"]
     rows = []
     for label in report["rows"]:
         cells = [label]
         for arch in archs:
-            r = report["table"][label][arch]
-            cell = _pct(r["original_test"])
+            r = report["table"][label].get(arch)
+            if r is None:
+                cells.append("not run")
+                continue
             if r.get("note"):  # a volume thief with nothing to train on ("none available")
-                cell = r["note"]
-            elif r.get("encrypted_test") is not None:
+                cells.append(r["note"])
+                continue
+            peak = _cell_peak(r)
+            cell = interval_text(peak) if peak else _pct(r["original_test"])
+            if r.get("verdict") == "not protected":
+                cell += " **not protected**"
+            cells.append(cell)
+        rows.append(cells)
+    return markdown_table(("thief's defence", *archs), rows)
+
+
+def final_table(report: dict[str, Any]) -> str:
+    """Defence x architecture: the last epoch's accuracy on original test images, mean [95% interval], and on
+    encrypted test images in brackets."""
+    archs = report["archs"]
+    rows = []
+    for label in report["rows"]:
+        cells = [label]
+        for arch in archs:
+            r = report["table"][label].get(arch)
+            if r is None:
+                cells.append("not run")
+                continue
+            if r.get("note"):
+                cells.append(r["note"])
+                continue
+            final = r.get("stats", {}).get("original_test", {}).get("final")
+            cell = interval_text(final) if final else _pct(r["original_test"])
+            if r.get("encrypted_test") is not None:
                 cell += f" ({_pct(r['encrypted_test'])})"
             cells.append(cell)
         rows.append(cells)
     return markdown_table(("thief's defence", *archs), rows)
+
+
+def compression_text(report: dict[str, Any]) -> str:
+    """One line per compression row: the ratio achieved and the codec parameter."""
+    lines = []
+    for label, d in report.get("defences", {}).items():
+        if "ratio_mean" not in d:
+            continue
+        param = next((k[: -len("_mean")] for k in d if k.endswith("_mean") and k != "ratio_mean"), None)
+        extra = (
+            f", {param} {d[param + '_min']:.3g}-{d[param + '_max']:.3g} (mean {d[param + '_mean']:.3g})"
+            if param
+            else ""
+        )
+        lines.append(
+            f"- {label}: achieved {d['ratio_mean']:.1f}:1 on average (min {d['ratio_min']:.1f}, max "
+            f"{d['ratio_max']:.1f}) over {d['images']} training images; {d['met_target']:.0%} met the target"
+            f"{extra}; {d['ratio_basis']}"
+        )
+    return "\n".join(lines)
+
+
+def fidelity_match_text(match: dict[str, Any]) -> str:
+    """The PSNR search: every trial and the whole set's result."""
+    trials = "; ".join(f"eps {t['eps']:.4g} -> {t['psnr_db']:.2f} dB" for t in match["trials"])
+    whole = match.get("whole_set")
+    text = (
+        f"Target mean PSNR {match['target_psnr_db']:g} dB (stored units). Search on {match['subset_slices']} "
+        f"slices: {trials} ({'converged' if match['converged'] else 'not converged'} within "
+        f"{match['tolerance_db']:g} dB, {match['seconds']:.0f} s). Chosen eps {match['eps']:.4g} (step "
+        f"{match['step']:.4g})."
+    )
+    if whole:
+        text += (
+            f" Whole set: {whole['slices']} slices at PSNR {whole['psnr_db_mean']:.2f} dB (min "
+            f"{whole['psnr_db_min']:.2f}), encrypted in {match.get('encrypt_seconds', 0):.0f} s."
+        )
+    return text
 
 
 def fidelity_line(report: dict[str, Any]) -> str:
@@ -84,7 +165,7 @@ def comparison_table(report: dict[str, Any]) -> str:
         cells = []
         for arch in archs:
             old = before["table"][label].get(arch, {}).get("original_test")
-            new = report["table"][label][arch]["original_test"]
+            new = report["table"][label].get(arch, {}).get("original_test")
             change = "" if old is None or new is None else f" ({(new - old) * 100:+.1f})"
             cells.append(f"{_pct(old)} -> {_pct(new)}{change}")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -121,9 +202,15 @@ def markdown(report: dict[str, Any]) -> str:
         f"{key['pgd']['step']} x {key['pgd']['steps']}; hardening: {harden_text}.",
         f"Base architecture: {report['base_arch']}. Thief's training recipe: {report['settings']}.",
         "",
-        "## Accuracy on original test images (on encrypted test images in brackets)",
+        "## Peak accuracy on original test images (oracle early stop)",
         "",
         security_table(report),
+        "",
+        protocol_text(report),
+        "",
+        "## Final epoch: accuracy on original test images (on encrypted test images in brackets)",
+        "",
+        final_table(report),
         "",
         f"Fidelity of the encrypted images: {fidelity_line(report)}.",
         "",
@@ -132,6 +219,11 @@ def markdown(report: dict[str, Any]) -> str:
         "originals alone, without the encrypted set.",
         "",
     ]
+    if report.get("fidelity_match"):
+        parts += ["## Fidelity-matched encryption", "", fidelity_match_text(report["fidelity_match"]), ""]
+    compression = compression_text(report)
+    if compression:
+        parts += ["## Compression achieved", "", compression, ""]
     if report.get("key_recovery"):
         parts += ["## Key recovery (paper sections 3.4, 4.3)", "", key_recovery_text(report["key_recovery"]), ""]
     if report.get("compared_with"):
@@ -164,14 +256,18 @@ def write_security_report(report: dict[str, Any], folder: Path) -> None:
 
     (folder / "report.md").write_text(markdown(report), encoding="utf-8")
     rows, archs = report["rows"], report["archs"]
-    values = np.array([[_value(report["table"][r][a]) for a in archs] for r in rows], dtype=float)
+    values = np.array(
+        [[peak_value(report["table"][r][a]) if a in report["table"][r] else np.nan for a in archs] for r in rows]
+    )
     fig, ax = plt.subplots(figsize=(2.6 + 1.3 * len(archs), 0.9 + 0.34 * len(rows)), dpi=120)
     image = ax.imshow(values, cmap="RdYlGn_r", vmin=0.0, vmax=1.0, aspect="auto")
     for (r, c), v in np.ndenumerate(values):
-        ax.text(c, r, "n/a" if np.isnan(v) else f"{v:.0%}", ha="center", va="center", fontsize=8)
+        cell = report["table"][rows[r]].get(archs[c])
+        text = f"{v:.0%}" if not np.isnan(v) else ("not run" if cell is None else cell.get("note", "n/a"))
+        ax.text(c, r, text, ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(archs)), archs, fontsize=8)
     ax.set_yticks(range(len(rows)), rows, fontsize=8)
-    ax.set_title("thief's accuracy on original test images", fontsize=9)
+    ax.set_title("thief's peak accuracy on original test images (mean over seeds)", fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.05)
     fig.tight_layout()
     fig.savefig(folder / "security_heatmap.png")
@@ -180,12 +276,17 @@ def write_security_report(report: dict[str, Any], folder: Path) -> None:
     fig, ax = plt.subplots(figsize=(3.0 + 0.55 * len(rows), 3.6), dpi=120)
     width = 0.8 / max(1, len(archs))
     for i, arch in enumerate(archs):
-        bars = ax.bar(np.arange(len(rows)) + (i - (len(archs) - 1) / 2) * width, values[:, i], width, label=arch)
-        ax.bar_label(bars, labels=["n/a" if np.isnan(v) else f"{v:.0%}" for v in values[:, i]], fontsize=6)
+        peaks = [_cell_peak(report["table"][r].get(arch, {})) for r in rows]
+        errors = np.array([[v - p["low"], p["high"] - v] if p else [0, 0] for v, p in zip(values[:, i], peaks)]).T
+        bars = ax.bar(
+            np.arange(len(rows)) + (i - (len(archs) - 1) / 2) * width, values[:, i], width, label=arch, yerr=errors,
+            capsize=2, error_kw={"linewidth": 0.7},
+        )  # fmt: skip
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.0%}" for v in values[:, i]], fontsize=6)
     ax.axhline(report["chance"], color="grey", linestyle="--", linewidth=1, label="chance")
     ax.set_xticks(np.arange(len(rows)), rows, rotation=40, ha="right", fontsize=7)
     ax.set_ylim(0, 1.1)
-    ax.set_ylabel("accuracy on original test images")
+    ax.set_ylabel("peak accuracy on original test images")
     ax.set_title(f"fidelity: {fidelity_line(report).split(' on the')[0]}", fontsize=8)
     ax.legend(fontsize=7, ncols=len(archs) + 1, loc="upper left")
     fig.tight_layout()

@@ -21,10 +21,10 @@ by comparing the shared pixels with the original study's, so the measure does no
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -33,6 +33,11 @@ from torch import Tensor
 from medenc.errors import InputError
 from medenc.experiment.evaluate import EvalData
 from medenc.files import safe_name
+from medenc.learn.recipe import TrainRecipe
+from medenc.security.rows import ORIGINAL, Row, RowContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from medenc.learn.victims import VictimResult
 
 VOLUME_THIEVES = {"neighbours": 2, "mean": 3, "median": 3, "all-slices": None}
 DEFAULT_VOLUME_THIEVES = ("neighbours", "mean:3", "median:5", "all-slices")
@@ -144,8 +149,11 @@ def read_shared_case(row: dict[str, str], shared_dir: Path, classes: tuple[str, 
         written = folder / Path(report["output"]["path"]).name
         encrypted = sorted(int(i) for i in report["slices"]["encrypted"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise InputError("no encrypt-study report.json for this case", folder,
-                         tip="give the output folder of `medenc encrypt-study --batch` on these studies") from None
+        raise InputError(
+            "no encrypt-study report.json for this case",
+            folder,
+            tip="give the output folder of `medenc encrypt-study --batch` on these studies",
+        ) from None
     if report.get("label") != row["label"]:
         raise InputError(f"shared with label {report.get('label')!r}, the manifest says {row['label']!r}", folder)
     volume = read_image(row["image"])
@@ -165,13 +173,12 @@ def read_shared_case(row: dict[str, str], shared_dir: Path, classes: tuple[str, 
     if not present[largest]:
         raise InputError(f"the shared study lacks the largest-tumor slice {largest}", written)
     same = np.array([present[z] and np.array_equal(shared[z], original[z]) for z in range(volume.shape[0])])
-    return SharedCase(row["case_id"], row["split"], classes.index(row["label"]), largest, original, shared,
-                      present, same, report)
+    return SharedCase(
+        row["case_id"], row["split"], classes.index(row["label"]), largest, original, shared, present, same, report
+    )
 
 
-def load_study_data(
-    studies: str | Path, shared: str | Path, size: int, classes: tuple[str, ...]
-) -> StudyEvalData:
+def load_study_data(studies: str | Path, shared: str | Path, size: int, classes: tuple[str, ...]) -> StudyEvalData:
     """The studies manifest (``case_id,label,split,image,mask``) and their shared copies, as model inputs.
 
     The four splits of :class:`EvalData` are the largest-tumor slices: original and shared, of the
@@ -293,23 +300,38 @@ def thief_data(
     return (model_inputs(np.stack(images), data.size), torch.tensor(labels)), tests, measures
 
 
-def run_volume_thief(
-    thief: VolumeThief, arch: str, data: StudyEvalData, settings: Any, progress: Any = None
-) -> tuple[dict[str, Any], Any]:
-    """Train one volume thief's model and measure it (``none available``: no model, no accuracy).
+def run_volume_row(
+    thief: VolumeThief, context: RowContext, arch: str, recipe: TrainRecipe, progress: Any = None
+) -> VictimResult:
+    """One volume thief's model for one architecture and seed (:class:`medenc.security.rows.Row` runner).
 
-    Returns:
-        ``({"original_test", "encrypted_test", "train_images"[, "note"]}, model or None)``.
+    His training and test sets are built once per row (``context.transformed``); what he trained on
+    (``train_images``, ``perturbation_kept``, or the note ``none available`` when nothing) goes into
+    ``context.notes`` for the row's cells. With nothing to train on the result has no accuracies.
     """
-    from medenc.learn.victims import score, train_victim
+    from medenc.learn.victims import VictimResult, train_and_score
 
-    train, tests, measures = thief_data(thief, data)
+    if thief.label not in context.transformed:
+        train, tests, measures = thief_data(thief, context.data)  # type: ignore[arg-type]
+        context.transformed[thief.label] = (train, tests)
+        count = 0 if train is None else int(train[1].numel())
+        context.notes[thief.label] = {"train_images": count, **measures}
+        if train is None:
+            context.notes[thief.label]["note"] = NONE_AVAILABLE
+    train, tests = context.transformed[thief.label]
     if train is None:
-        return {"original_test": None, "encrypted_test": None, "train_images": 0, "note": NONE_AVAILABLE}, None
-    model = train_victim(arch, *train, len(data.classes), settings, progress=progress)
-    result: dict[str, Any] = dict(score(model, tests, settings.device)[0])
-    result["train_images"] = int(train[1].numel())
-    return {**result, **measures}, model
+        return VictimResult(recipe.seed, {})
+    return train_and_score(arch, train, tests, context.num_classes, recipe, progress, watch=[ORIGINAL])
+
+
+def volume_rows(thieves: list[VolumeThief]) -> list[Row]:
+    """The rows of the thief who holds volumes, for :func:`medenc.security.evaluate.security_evaluate`."""
+    return [Row(t.label, partial(run_volume_row, t)) for t in thieves]
+
+
+def volume_entry(studies: str | Path, data: StudyEvalData) -> dict[str, Any]:
+    """The report's ``volume`` entry: the shared studies and what they hold."""
+    return {"studies": str(studies), "shared": sharing_summary(data)}
 
 
 def sharing_summary(data: StudyEvalData) -> dict[str, Any]:
@@ -335,19 +357,19 @@ def stored_fidelity(data: StudyEvalData) -> dict[str, Any]:
     ssim = [r["ssim"] for r in rows if r.get("ssim") is not None]
     if not psnr or not ssim:
         return {}
-    return {"stored": {"psnr_db_mean": float(np.mean(psnr)), "psnr_db_min": float(np.min(psnr)),
-                       "ssim_mean": float(np.mean(ssim)), "ssim_min": float(np.min(ssim))}}
-
-
-def standard_error(accuracy: float | None, n: int) -> float | None:
-    """Binomial standard error of an accuracy measured on ``n`` test images."""
-    if accuracy is None or n <= 0:
-        return None
-    return math.sqrt(accuracy * (1 - accuracy) / n)
+    return {
+        "stored": {
+            "psnr_db_mean": float(np.mean(psnr)),
+            "psnr_db_min": float(np.min(psnr)),
+            "ssim_mean": float(np.mean(ssim)),
+            "ssim_min": float(np.min(ssim)),
+        }
+    }
 
 
 def volume_section(report: dict[str, Any]) -> list[str]:
-    """The markdown lines of the volume thief: what was shared, every row with its standard error."""
+    """The markdown lines of the volume thief: what was shared, every row's peak accuracy with its interval."""
+    from medenc.learn.intervals import interval_text
     from medenc.reporting import markdown_table
 
     volume, n = report["volume"], report["counts"]["test"]
@@ -356,15 +378,16 @@ def volume_section(report: dict[str, Any]) -> list[str]:
     for label in report["rows"]:
         cells = [label]
         for arch in report["archs"]:
-            r = report["table"][label][arch]
-            if r.get("original_test") is None:
-                cells.append(r.get("note", "-"))
+            r = report["table"][label].get(arch)
+            if r is None or r.get("original_test") is None:
+                cells.append("not run" if r is None else r.get("note", "-"))
                 continue
-            se = standard_error(r["original_test"], n)
+            peak = r.get("stats", {}).get(ORIGINAL, {}).get("peak")
             notes = [f"n train {r['train_images']}"] if "train_images" in r else []
             if "perturbation_kept" in r:
                 notes.append(f"perturbation kept {r['perturbation_kept']:.0%}")
-            cells.append(f"{r['original_test']:.1%} ± {se:.1%}" + (f" ({', '.join(notes)})" if notes else ""))
+            text = interval_text(peak) if peak else f"{r['original_test']:.1%}"
+            cells.append(text + (f" ({', '.join(notes)})" if notes else ""))
         rows.append(cells)
     return [
         "## The thief who holds volumes",
@@ -374,7 +397,8 @@ def volume_section(report: dict[str, Any]) -> list[str]:
         f"unencrypted with tumor; slice modes {', '.join(shared['slice_modes'])}; through-plane coherence "
         f"{', '.join(map(str, shared['coherent_slices']))} slice(s)).",
         "",
-        f"Accuracy on the {n} original test slices ± its binomial standard error (one training seed):",
+        f"Peak accuracy on the {n} original test slices, mean over {len(report.get('seeds', [0]))} training "
+        "seed(s) [95% interval]:",
         "",
         markdown_table(("thief", *report["archs"]), rows),
         "",
