@@ -211,3 +211,21 @@ def test_security_eval_at_a_target_psnr_encrypts_at_the_matched_eps(data) -> Non
     bad = _run(*args, "--psnr", "33", "--out", root / "z", "--defenses", "blur", "--base-only", "mixup")
     assert bad.exit_code == 2 and "--base-only names rows that are not in the table: mixup" in bad.output
     assert "Target mean PSNR 33 dB" in (out / "report.md").read_text()
+
+
+def test_security_eval_announces_how_many_thief_models_it_trains(data) -> None:
+    """The overall progress bar's total: every model the table trains, announced before the first."""
+    from medenc.security.defenses import parse_defences
+    from medenc.security.evaluate import ThiefSettings, security_evaluate
+
+    root, events = data["root"], []
+    settings = ThiefSettings(epochs=1, batch_size=8, size=32, device="cpu", seeds=2)
+    security_evaluate(
+        data["manifest"], root / "enc" / "manifest.csv", root / "base.pt", root / "key.json", root / "planned",
+        archs=["preresnet20"], defences=parse_defences("blur:1,finetune"), settings=settings,
+        base_only=["finetune"], on_plan=lambda n: events.append(("plan", n)),
+        progress_factory=lambda description: events.append(("model", description)),
+    )  # fmt: skip
+    # clean, undefended, blur and few clean only on 2 architectures, finetune on the base's; 2 seeds each
+    assert events[0] == ("plan", (4 * 2 + 1) * 2)
+    assert len(events) - 1 == events[0][1] and all(kind == "model" for kind, _ in events[1:])

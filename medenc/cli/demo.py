@@ -88,7 +88,7 @@ def demo(
     typer.echo(f"[{time.perf_counter() - started:.0f} s] data: {prepared.written} slices in {prepared.manifest}")
 
     # 3. base classifier
-    typer.echo(f"3/6 training the base classifier ({settings['arch']})")
+    typer.echo(f"3/6 training the base classifier ({settings['arch']})", err=True)
     train_with_progress(
         TrainJob(
             manifest=prepared.manifest,
@@ -131,7 +131,7 @@ def demo(
 
     # 6. the paper's protocol
     archs = parse_archs(settings["victims"])
-    typer.echo(f"6/6 evaluating: training {', '.join(archs)} on encrypted and on clean slices")
+    typer.echo(f"6/6 evaluating: training {', '.join(archs)} on encrypted and on clean slices", err=True)
     train_settings = recipe_from(settings, size=size, seed=seed, device=device)
     with progress_bars() as bars:
         report = evaluate(

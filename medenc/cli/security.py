@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -136,6 +136,14 @@ def security_eval_command(
     )  # fmt: skip
     archs = parse_archs(pick(arch, settings, "victims", "")) if (arch or settings.get("victims")) else []
     with progress_bars() as bars:
+        overall = bars.add_task("thief models", total=None)
+        started: list[str] = []
+
+        def model_bars(description: str) -> Any:  # one call per thief model, as it starts
+            started.append(description)
+            bars.update(overall, completed=len(started) - 1, description=f"thief models (now: {description})")
+            return bars
+
         report = security_evaluate(
             clean,
             encrypted,
@@ -147,7 +155,8 @@ def security_eval_command(
             settings=thief,
             key_recovery=key_recovery,
             force=force,
-            progress_factory=lambda _: bars,
+            progress_factory=model_bars,
+            on_plan=lambda total: bars.update(overall, total=total),
             compare_with=compare,
             on_result=lambda row, a, r: typer.echo(
                 f"{row} / {a}: "
@@ -163,6 +172,7 @@ def security_eval_command(
             studies=studies,
             extra_rows=volume_rows(volume_thieves_chosen),
         )
+        bars.update(overall, completed=len(started), description="thief models")
     typer.echo("")
     typer.echo("Thief's peak accuracy on original test images (oracle early stop), mean [95% interval]:")
     typer.echo(security_table(report))

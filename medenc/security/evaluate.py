@@ -75,6 +75,7 @@ def security_evaluate(
     log: Callable[[str], None] | None = None,
     base_only: Sequence[str] = (),
     studies: str | Path | None = None,
+    on_plan: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Run the defence x architecture table (and optionally key recovery); write the report folder.
 
@@ -111,6 +112,8 @@ def security_evaluate(
             ``clean``, then a studies manifest (``case_id,label,split,image,mask``); every row runs on the
             largest-tumor slices, and :func:`medenc.security.volume.volume_rows` in ``extra_rows`` add the rows
             of the thief who holds volumes.
+        on_plan: called once, before any training, with the number of thief models to train (for an
+            overall progress bar).
 
     Returns:
         The ``report.json`` content.
@@ -150,6 +153,15 @@ def security_evaluate(
             else r
             for r in rows
         ]  # fmt: skip
+    planned = [
+        (row, arch)
+        for row in rows
+        for arch in columns
+        if (row.archs is None or arch in row.archs)
+        and not (previous.get("reusable") and row.clean_only and arch in previous["table"].get(row.label, {}))
+    ]
+    if on_plan is not None:
+        on_plan(len(planned) * len(recipes))
     with atomic_directory(out, force=force, inputs=inputs) as tmp:
         matched = None
         if psnr is not None:
