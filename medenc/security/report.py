@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,51 +24,40 @@ def peak_value(cell: dict[str, Any]) -> float:
     return float("nan") if cell.get("original_test") is None else float(cell["original_test"])
 
 
-def security_table(report: dict[str, Any]) -> str:
-    """Defence x architecture: peak accuracy on original test images, mean [95% interval], and the verdict."""
-    archs = report["archs"]
+def cell_table(report: dict[str, Any], cell_text: Callable[[dict[str, Any]], str]) -> str:
+    """Defence x architecture as a markdown table: ``cell_text`` writes each measured cell; a cell not run and a
+    thief with nothing to train on (his note, e.g. "none available") are written here."""
     rows = []
     for label in report["rows"]:
         cells = [label]
-        for arch in archs:
+        for arch in report["archs"]:
             r = report["table"][label].get(arch)
-            if r is None:
-                cells.append("not run")
-                continue
-            if r.get("note"):  # a volume thief with nothing to train on ("none available")
-                cells.append(r["note"])
-                continue
-            peak = _cell_peak(r)
-            cell = interval_text(peak) if peak else _pct(r["original_test"])
-            if r.get("verdict") == "not protected":
-                cell += " **not protected**"
-            cells.append(cell)
+            cells.append("not run" if r is None else str(r["note"]) if r.get("note") else cell_text(r))
         rows.append(cells)
-    return markdown_table(("thief's defence", *archs), rows)
+    return markdown_table(("thief's defence", *report["archs"]), rows)
+
+
+def security_table(report: dict[str, Any]) -> str:
+    """Defence x architecture: peak accuracy on original test images, mean [95% interval], and the verdict."""
+
+    def text(r: dict[str, Any]) -> str:
+        peak = _cell_peak(r)
+        cell = interval_text(peak) if peak else _pct(r["original_test"])
+        return cell + (" **not protected**" if r.get("verdict") == "not protected" else "")
+
+    return cell_table(report, text)
 
 
 def final_table(report: dict[str, Any]) -> str:
     """Defence x architecture: the last epoch's accuracy on original test images, mean [95% interval], and on
     encrypted test images in brackets."""
-    archs = report["archs"]
-    rows = []
-    for label in report["rows"]:
-        cells = [label]
-        for arch in archs:
-            r = report["table"][label].get(arch)
-            if r is None:
-                cells.append("not run")
-                continue
-            if r.get("note"):
-                cells.append(r["note"])
-                continue
-            final = r.get("stats", {}).get("original_test", {}).get("final")
-            cell = interval_text(final) if final else _pct(r["original_test"])
-            if r.get("encrypted_test") is not None:
-                cell += f" ({_pct(r['encrypted_test'])})"
-            cells.append(cell)
-        rows.append(cells)
-    return markdown_table(("thief's defence", *archs), rows)
+
+    def text(r: dict[str, Any]) -> str:
+        final = r.get("stats", {}).get("original_test", {}).get("final")
+        cell = interval_text(final) if final else _pct(r["original_test"])
+        return cell + (f" ({_pct(r['encrypted_test'])})" if r.get("encrypted_test") is not None else "")
+
+    return cell_table(report, text)
 
 
 def compression_text(report: dict[str, Any]) -> str:

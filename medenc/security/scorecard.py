@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from medenc.learn.intervals import interval_text
-from medenc.reporting import markdown_table
+from medenc.security.report import cell_table
 
 __all__ = ["scorecard_markdown", "verdict", "write_scorecard"]
 
@@ -77,21 +77,10 @@ def scorecard_markdown(report: dict[str, Any]) -> str:
     archs = report["archs"]
     result = verdict(report)
     clean = {a: _peak(report, "clean baseline", a) for a in archs}
-    table_rows = []
-    for row in report["rows"]:
-        cells = [row]
-        for arch in archs:
-            cell = report["table"][row].get(arch)
-            if cell is None:
-                cells.append("not run")
-                continue
-            if cell.get("note"):  # a thief with nothing to train on
-                cells.append(cell["note"])
-                continue
-            text = interval_text(cell["stats"]["original_test"]["peak"])
-            mark = {"not protected": " **not protected**", "protected": " protected"}.get(cell["verdict"], "")
-            cells.append(text + mark)
-        table_rows.append(cells)
+    marks = {"not protected": " **not protected**", "protected": " protected"}
+    table = cell_table(
+        report, lambda cell: interval_text(cell["stats"]["original_test"]["peak"]) + marks.get(cell["verdict"], "")
+    )
     hard = key["hardening"]
     hardening = (
         "none"
@@ -119,7 +108,7 @@ def scorecard_markdown(report: dict[str, Any]) -> str:
         "",
         f"**Verdict: {result['text']}.**",
         "",
-        markdown_table(("thief's defence", *archs), table_rows),
+        table,
         "",
         "Clean baseline (what the originals give): "
         + ", ".join(f"{a} {interval_text(clean[a])}" for a in archs)
