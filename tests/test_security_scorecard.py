@@ -60,6 +60,10 @@ def test_scorecard_page_states_fidelity_verdict_and_cells(tmp_path: Path) -> Non
     assert "**Verdict: protected against 2 of 4 thieves" in text and "4 of 6 cells" in text
     assert "| ueraser (1 draw) | 65.0% [61.0-69.0] **not protected** | not run |" in text
     assert "| clean baseline | 66.0% [60.0-72.0] | 60.0% [55.0-65.0] |" in text
+    # what the seeds' interval leaves out: the 202 test slices' own sampling error, 50 / sqrt(202) points
+    assert "on these 202 test slices, not their own sampling error (about +-3.5 points near 50%)" in text
+    one_seed = scorecard_markdown({**_report(), "seeds": [0]})
+    assert "sampling error" not in one_seed  # one seed: the Wilson interval over the test slices is that error
     write_scorecard(_report(), tmp_path)
     from PIL import Image
 

@@ -104,7 +104,13 @@ def scorecard_markdown(report: dict[str, Any]) -> str:
         f"(chance {report['chance']:.0%}); the thief holds {counts['thief_clean']} labelled originals.",
         f"**Protocol:** peak accuracy on original test images (oracle early stop), mean over "
         f"{len(report['seeds'])} training seed(s) with a 95% interval ({report.get('interval')}); a cell is "
-        "'not protected' when its interval reaches the clean baseline's.",
+        "'not protected' when its interval reaches the clean baseline's."
+        + (
+            f" The interval over seeds holds the thief's training randomness on these {counts['test']} test slices, "
+            f"not their own sampling error (about +-{50 / counts['test'] ** 0.5:.1f} points near 50%)."
+            if len(report["seeds"]) > 1
+            else ""
+        ),
         "",
         f"**Verdict: {result['text']}.**",
         "",
