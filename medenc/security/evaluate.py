@@ -153,15 +153,17 @@ def security_evaluate(
             else r
             for r in rows
         ]  # fmt: skip
-    planned = [
-        (row, arch)
+    # the cells each row fills (a row run for some architectures only leaves the others absent), and those
+    # taken over from the earlier report (same clean data, same recipe)
+    archs_of = {row.label: [a for a in columns if row.archs is None or a in row.archs] for row in rows}
+    reused = {
+        (row.label, arch): previous["table"][row.label][arch]
         for row in rows
-        for arch in columns
-        if (row.archs is None or arch in row.archs)
-        and not (previous.get("reusable") and row.clean_only and arch in previous["table"].get(row.label, {}))
-    ]
+        for arch in archs_of[row.label]
+        if previous.get("reusable") and row.clean_only and arch in previous["table"].get(row.label, {})
+    }
     if on_plan is not None:
-        on_plan(len(planned) * len(recipes))
+        on_plan((sum(map(len, archs_of.values())) - len(reused)) * len(recipes))
     with atomic_directory(out, force=force, inputs=inputs) as tmp:
         matched = None
         if psnr is not None:
@@ -183,12 +185,9 @@ def security_evaluate(
         for row in rows:
             table[row.label] = {}
             t0 = time.perf_counter()
-            for arch in columns:
-                if row.archs is not None and arch not in row.archs:
-                    continue  # not run for this architecture (to save time): the cell stays absent
-                reuse = previous.get("reusable") and row.clean_only
-                if reuse and arch in previous["table"].get(row.label, {}):
-                    table[row.label][arch] = previous["table"][row.label][arch]  # same clean data, same recipe
+            for arch in archs_of[row.label]:
+                if (row.label, arch) in reused:
+                    table[row.label][arch] = reused[(row.label, arch)]
                     continue
                 results = []
                 for recipe in recipes:
